@@ -1,0 +1,278 @@
+"""Typed configuration of the whole workflow.
+
+``config.yaml`` is validated twice: by Snakemake against ``workflow/schemas/config.schema.json``
+(generated from these models by ``python -m matfuse.config --schema``; a test keeps the two in
+step) and by :func:`load_config`, which gives every script typed objects. Unknown keys are
+errors (``extra="forbid"``), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Name pattern shared by datasets, encoders and other path components (wildcard-safe).
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.]*$"
+
+TextVariant = Literal["all", "key", "single"]
+ModelName = Literal[
+    "cgcnn",
+    "text",
+    "matmmfuse",
+    "matmmfuse_tokens",
+    "crysmmnet",
+    "ecd_cnn",
+    "ecd_inception",
+    "ecd_text",
+]
+#: Models whose input includes a text embedding.
+TEXT_MODELS = frozenset({"text", "matmmfuse", "matmmfuse_tokens", "crysmmnet", "ecd_text"})
+#: Models whose input includes a crystal graph.
+GRAPH_MODELS = frozenset({"cgcnn", "matmmfuse", "matmmfuse_tokens", "crysmmnet"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- sources
+class TableSource(_Strict):
+    """A user file (CSV, JSON, JSON-lines or Parquet; ``.gz``/``.zip`` accepted)."""
+
+    kind: Literal["table"] = "table"
+    path: str = Field(description="File to read; relative paths are relative to the working directory.")
+    format: Literal["auto", "csv", "json", "jsonl", "parquet"] = "auto"
+    id_column: str = "material_id"
+    structure_column: str = "cif"
+    structure_format: Literal["auto", "cif", "poscar", "pymatgen", "jarvis"] = "auto"
+    targets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical target name -> column of the file holding it.",
+    )
+    id_prefix: str = Field("", description="Prefix added to ids (e.g. when they are bare integers).")
+
+
+class MPSource(_Strict):
+    """Materials Project through mp-api ``MPRester().materials.summary.search``."""
+
+    kind: Literal["mp"] = "mp"
+    criteria: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of summary.search (e.g. elements, num_sites, is_stable).",
+    )
+    targets: list[str] = Field(
+        default_factory=lambda: ["formation_energy_per_atom", "band_gap", "efermi"],
+        description="Summary fields kept as targets (canonical names = MP field names).",
+    )
+    endpoint: str | None = Field(None, description="API endpoint; default is mp-api's own.")
+    api_key_env: str = "MP_API_KEY"
+    chunk_size: int = Field(1000, ge=1)
+    num_chunks: int | None = Field(None, ge=1, description="Stop after this many chunks (None = all).")
+
+
+class JarvisSource(_Strict):
+    """JARVIS-DFT through ``jarvis.db.figshare.data(dataset, store_dir=...)``."""
+
+    kind: Literal["jarvis"] = "jarvis"
+    dataset: str = "dft_3d"
+    store_dir: str = Field(
+        "results/cache/jarvis",
+        description="Folder holding (or receiving) the figshare zip; read offline when present.",
+    )
+    targets: dict[str, str] = Field(
+        default_factory=lambda: {
+            "formation_energy_per_atom": "formation_energy_peratom",
+            "band_gap": "optb88vdw_bandgap",
+            "e_above_hull": "ehull",
+        },
+        description="Canonical target name -> JARVIS key.",
+    )
+
+
+Source = Annotated[Union[TableSource, MPSource, JarvisSource], Field(discriminator="kind")]
+
+
+class ChemistryFilter(_Strict):
+    """Selects entries by chemistry (used for the zero-shot chalcogenide set)."""
+
+    any_of: list[str] = Field(default_factory=list, description="Keep entries containing any of these elements.")
+    none_of: list[str] = Field(default_factory=list, description="...and none of these.")
+
+
+class DatasetConfig(_Strict):
+    source: Source
+    max_sites: int = Field(200, ge=1, description="Larger structures are rejected (recorded).")
+    allow_partial_occupancy: bool = False
+    subset: int | None = Field(
+        None, ge=1, description="Keep a seeded random subset of this many valid entries (None = all)."
+    )
+    subset_seed: int = 0
+    include: ChemistryFilter | None = Field(None, description="Keep only entries matching this filter.")
+    exclude: ChemistryFilter | None = Field(
+        None, description="Drop entries matching this filter (recorded in rejects as 'excluded')."
+    )
+    train: bool = Field(True, description="False: evaluation-only (zero-shot) dataset; no split, no training.")
+
+
+# --------------------------------------------------------------------------- stages
+class SplitConfig(_Strict):
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total}")
+        return self
+
+
+class TextConfig(_Strict):
+    variants: list[TextVariant] = Field(default_factory=lambda: ["all", "key", "single"])
+    n_shards: int = Field(2, ge=1, description="Robocrys jobs per dataset (run in parallel).")
+    workers_per_shard: int = Field(1, ge=1)
+    cache_dir: str = Field("results/cache/robocrys", description="Per-structure text cache (shareable).")
+    fast_mineral_matching: bool = Field(
+        True, description="Cheap prefilters before StructureMatcher in mineral matching (same texts, faster)."
+    )
+    timeout_s: float | None = Field(
+        None, description="Per-structure time limit; a structure over it is recorded as a failure."
+    )
+
+
+class EncoderConfig(_Strict):
+    model: str = Field(description="Hugging Face name, local path, or 'packaged:minilm' (offline default).")
+    pooling: Literal["cls", "mean"] = "mean"
+    max_length: int = Field(512, ge=8)
+    batch_size: int = Field(16, ge=1)
+    cache_dir: str = Field("results/cache/embeddings", description="Embedding cache keyed by encoder + text hash.")
+
+
+class GraphConfig(_Strict):
+    radius: float = Field(8.0, gt=0)
+    max_neighbors: int = Field(12, ge=1)
+    gaussian_step: float = Field(0.2, gt=0)
+
+
+class ModelHyper(_Strict):
+    """Model hyper-parameters (shared across models where they apply)."""
+
+    atom_fea_len: int = 64
+    n_conv: int = 3
+    h_fea_len: int = 128
+    fusion_dim: int = 512
+    fusion_heads: int = 8
+    proj_dim: int = 64
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainingConfig(_Strict):
+    models: list[ModelName] = Field(default_factory=lambda: ["cgcnn", "text", "matmmfuse", "matmmfuse_tokens"])
+    targets: list[str] = Field(default_factory=lambda: ["formation_energy_per_atom", "band_gap", "efermi"])
+    datasets: list[str] | None = Field(None, description="Datasets to train on (None = all with train: true).")
+    encoders: list[str] = Field(default_factory=lambda: ["minilm"], description="Keys of `embeddings`.")
+    text_variants: list[TextVariant] = Field(default_factory=lambda: ["all"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(10, ge=1, description="Early stopping on validation MAE.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(False, description="Mixed precision on CUDA.")
+    hyper: ModelHyper = Field(default_factory=ModelHyper)
+
+
+class EvaluationConfig(_Strict):
+    zero_shot: dict[str, str] = Field(
+        default_factory=dict,
+        description="Evaluation dataset -> training dataset whose models it scores without retraining.",
+    )
+    parity_plots: bool = True
+
+
+class ResourcesConfig(_Strict):
+    """Portable per-rule needs; cluster profiles map these to partitions/GPUs."""
+
+    train_threads: int = 1
+    train_mem_mb: int = 4000
+    train_runtime_min: int = 60
+    train_gpu: int = 0
+    describe_threads: int = 1
+    describe_mem_mb: int = 4000
+    describe_runtime_min: int = 240
+    embed_threads: int = 2
+    embed_mem_mb: int = 6000
+    embed_runtime_min: int = 120
+    embed_gpu: int = 0
+
+
+class Config(_Strict):
+    datasets: dict[str, DatasetConfig]
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    embeddings: dict[str, EncoderConfig] = Field(
+        default_factory=lambda: {"minilm": EncoderConfig(model="packaged:minilm")}
+    )
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    density: dict[str, Any] | None = Field(None, description="Charge-density branch (see docs).")
+    cromel: dict[str, Any] | None = Field(None, description="CroMEL branch (see docs).")
+
+    @field_validator("datasets", "embeddings")
+    @classmethod
+    def _names_are_path_safe(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.match(NAME_RE, name):
+                raise ValueError(f"name {name!r} must match {NAME_RE} (it becomes part of output paths)")
+        return value
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> "Config":
+        for enc in self.training.encoders:
+            if enc not in self.embeddings:
+                raise ValueError(f"training.encoders names {enc!r}, which is not a key of `embeddings`")
+        for ds in self.training.datasets or []:
+            if ds not in self.datasets:
+                raise ValueError(f"training.datasets names {ds!r}, which is not a key of `datasets`")
+        for ev, tr in self.evaluation.zero_shot.items():
+            if ev not in self.datasets or tr not in self.datasets:
+                raise ValueError(f"evaluation.zero_shot {ev!r} -> {tr!r}: both must be keys of `datasets`")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def train_datasets(self) -> list[str]:
+        if self.training.datasets is not None:
+            return list(self.training.datasets)
+        return [name for name, ds in self.datasets.items() if ds.train]
+
+
+def load_config(source: str | Path | dict[str, Any]) -> Config:
+    """Parse a YAML path or an already-loaded dict (e.g. Snakemake's ``config``)."""
+    if isinstance(source, (str, Path)):
+        with open(source) as fh:
+            source = yaml.safe_load(fh) or {}
+    return Config.model_validate(source)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema["description"] = "matfuse workflow configuration (generated from matfuse.config.Config)."
+    return schema
+
+
+if __name__ == "__main__":  # pragma: no cover - tiny CLI
+    if "--schema" in sys.argv:
+        json.dump(json_schema(), sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
