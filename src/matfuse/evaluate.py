@@ -1,0 +1,140 @@
+"""Metrics from prediction files: ``results/metrics.csv``, a rejects summary and parity plots."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from matfuse.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = [
+    "dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "split",
+    "n", "n_missing", "mae", "rmse", "r2",
+]
+
+_EXP = r"(?P<dataset>[^/]+)/(?P<target>[^/]+)/(?P<model>[^/]+)/(?P<encoder>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)\.parquet$"
+_PRED_RE = re.compile(r"predictions/(?:zeroshot/(?P<evalset>[^/]+)/)?" + _EXP)
+
+
+def parse_prediction_path(path: str | Path) -> dict[str, Any]:
+    """Experiment keys encoded in a prediction path (see ``workflow/rules/common.smk``)."""
+    m = _PRED_RE.search(Path(path).as_posix())
+    if not m:
+        raise ValueError(f"not a prediction path: {path}")
+    d = m.groupdict()
+    return {
+        "dataset": d["evalset"] or d["dataset"],
+        "train_dataset": d["dataset"],
+        "target": d["target"],
+        "model": d["model"],
+        "text_encoder": d["encoder"],
+        "text_variant": d["variant"],
+        "seed": int(d["seed"]),
+        "zero_shot": d["evalset"] is not None,
+    }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    err = y_pred - y_true
+    mae = float(np.mean(np.abs(err)))
+    rmse = float(np.sqrt(np.mean(err**2)))
+    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
+    r2 = float(1.0 - np.sum(err**2) / ss_tot) if ss_tot > 0 else float("nan")
+    return {"mae": mae, "rmse": rmse, "r2": r2}
+
+
+def metrics_rows(pred: pd.DataFrame, keys: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for split, grp in pred.groupby("split", sort=False):
+        known = grp["y_true"].notna() & grp["y_pred"].notna()
+        n_missing = int((~known).sum())
+        if known.sum() == 0:
+            log.warning("%s split %s: no entry has a known %s; no metrics", keys["model"], split, keys["target"])
+            continue
+        m = regression_metrics(grp.loc[known, "y_true"].to_numpy(), grp.loc[known, "y_pred"].to_numpy())
+        split_name = "zeroshot" if keys["zero_shot"] and split == "all" else str(split)
+        rows.append({**{k: v for k, v in keys.items() if k != "zero_shot"}, "split": split_name,
+                     "n": int(known.sum()), "n_missing": n_missing, **m})
+    return rows
+
+
+def parity_plot(groups: list[tuple[str, pd.DataFrame]], title: str, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    lo, hi = np.inf, -np.inf
+    for label, df in groups:
+        df = df.dropna(subset=["y_true", "y_pred"])
+        if df.empty:
+            continue
+        m = regression_metrics(df["y_true"], df["y_pred"])
+        ax.scatter(df["y_true"], df["y_pred"], s=8, alpha=0.6, label=f"{label} (MAE {m['mae']:.3f}, R² {m['r2']:.2f})")
+        lo = min(lo, df["y_true"].min(), df["y_pred"].min())
+        hi = max(hi, df["y_true"].max(), df["y_pred"].max())
+    if np.isfinite(lo):
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("DFT (test split)")
+    ax.set_ylabel("predicted")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_metrics(
+    prediction_paths: list[str],
+    reject_paths: list[str],
+    metrics_path: str | Path,
+    rejects_path: str | Path,
+    plot_paths: list[str] | None = None,
+) -> pd.DataFrame:
+    """Stage function: one metrics row per experiment and split; rejects summary; parity plots."""
+    rows: list[dict[str, Any]] = []
+    by_plot: dict[tuple[str, str, str], list[tuple[str, pd.DataFrame]]] = {}
+    for path in prediction_paths:
+        keys = parse_prediction_path(path)
+        pred = pd.read_parquet(path)
+        rows.extend(metrics_rows(pred, keys))
+        if not keys["zero_shot"]:
+            label = keys["model"] if keys["text_encoder"] == "none" else f"{keys['text_encoder']}/{keys['text_variant']}"
+            label += f" s{keys['seed']}"
+            by_plot.setdefault((keys["dataset"], keys["target"], keys["model"]), []).append(
+                (label, pred[pred["split"] == "test"])
+            )
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    metrics = metrics.sort_values(["dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "split"])
+    with atomic_path(metrics_path) as tmp:
+        metrics.to_csv(tmp, index=False, float_format="%.6g")
+    log.info("wrote %d metric rows from %d prediction files", len(metrics), len(prediction_paths))
+
+    frames = []
+    for p in reject_paths:
+        df = pd.read_parquet(p)
+        df.insert(0, "dataset", Path(p).parent.name)
+        frames.append(df)
+    rejects = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "material_id", "stage", "reason"])
+    with atomic_path(rejects_path) as tmp:
+        rejects.to_csv(tmp, index=False)
+    if len(rejects):
+        log.info("rejects by dataset/stage: %s", rejects.groupby(["dataset", "stage"]).size().to_dict())
+
+    for path in plot_paths or []:
+        parts = Path(path).parts
+        ds, target, model = parts[-3], parts[-2], Path(path).stem
+        groups = by_plot.get((ds, target, model), [])
+        parity_plot(groups, f"{ds} · {target} · {model}", path)
+    return metrics

@@ -1,0 +1,92 @@
+# Configuration validation, typed config and the helpers that list each stage's outputs.
+
+import os
+
+from snakemake.utils import validate
+
+from matfuse.config import GRAPH_MODELS, TEXT_MODELS, load_config
+
+validate(config, schema="../schemas/config.schema.json")
+CFG = load_config(config)
+
+# Offline by default: Hugging Face loads only from local paths/caches unless the user says otherwise.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DATASETS = list(CFG.datasets)
+TRAIN_DATASETS = CFG.train_datasets()
+SHARDS = list(range(CFG.text.n_shards))
+NONE = "none"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    shard=r"\d+",
+    encoder=r"[A-Za-z0-9_.]+",
+    variant="all|key|single|none",
+    pooling="cls|mean",
+    target=r"[A-Za-z0-9_]+",
+    model=r"[A-Za-z0-9_]+",
+    seed=r"\d+",
+
+
+def dataset_cfg(wildcards):
+    return CFG.datasets[wildcards.dataset].model_dump()
+
+
+def pooling_of(encoder):
+    return CFG.embeddings[encoder].pooling
+
+
+def experiments():
+    """Every (dataset, target, model, encoder, variant, seed) the config asks for."""
+    out = []
+    for ds in TRAIN_DATASETS:
+        for target in CFG.training.targets:
+            for model in CFG.training.models:
+                if model in TEXT_MODELS:
+                    texts = [(e, v) for e in CFG.training.encoders for v in CFG.training.text_variants]
+                else:
+                    texts = [(NONE, NONE)]
+                for enc, var in texts:
+                    for seed in CFG.training.seeds:
+                        out.append(dict(dataset=ds, target=target, model=model, encoder=enc, variant=var, seed=seed))
+    return out
+
+
+EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}"
+
+
+def prediction_files():
+    files = [f"results/predictions/{EXP}.parquet".format(**e) for e in experiments()]
+    for eval_ds, train_ds in CFG.evaluation.zero_shot.items():
+        for e in experiments():
+            if e["dataset"] == train_ds:
+                files.append(
+                    f"results/predictions/zeroshot/{eval_ds}/{EXP}.parquet".format(**e)
+                )
+    return files
+
+
+def parity_plots():
+    if not CFG.evaluation.parity_plots:
+        return []
+    out = set()
+    for e in experiments():
+        out.add("results/plots/parity/{dataset}/{target}/{model}.png".format(**e))
+    return sorted(out)
+
+
+def embedding_file(dataset, encoder, variant):
+    return f"results/embeddings/{dataset}/{encoder}/{variant}-{pooling_of(encoder)}.parquet"
+
+
+def model_inputs(wildcards, dataset=None):
+    """Inputs of train/predict for one experiment (graphs and/or embeddings as the model needs)."""
+    ds = dataset or wildcards.dataset
+    inputs = {"entries": f"results/data/{ds}/entries.parquet"}
+    if wildcards.model in GRAPH_MODELS:
+        inputs["graphs"] = f"results/graphs/{ds}/graphs.parquet"
+    if wildcards.model in TEXT_MODELS:
+        inputs["embeddings"] = embedding_file(ds, wildcards.encoder, wildcards.variant)
+    return inputs

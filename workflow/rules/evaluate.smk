@@ -1,0 +1,51 @@
+# Predictions on the test split (and zero-shot sets), metrics table and parity plots.
+
+
+rule predict:
+    input:
+        unpack(model_inputs),
+        splits="results/splits/{dataset}/splits.json",
+        model="results/models/" + EXP + "/model.pt",
+    output:
+        predictions="results/predictions/" + EXP + ".parquet",
+    log:
+        "logs/predict/" + EXP + ".log",
+    params:
+        device=CFG.training.device,
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.train_mem_mb,
+        runtime=30,
+        gpu=CFG.resources.train_gpu,
+    script:
+        "../scripts/predict.py"
+
+
+rule metrics:
+    input:
+        predictions=prediction_files(),
+        rejects=expand(
+            [
+                "results/data/{dataset}/rejects.parquet",
+                "results/text/{dataset}/rejects.parquet",
+                "results/graphs/{dataset}/rejects.parquet",
+            ],
+            dataset=DATASETS,
+        ),
+    output:
+        metrics="results/metrics.csv",
+        rejects="results/rejects.csv",
+        plots=parity_plots(),
+    log:
+        "logs/metrics.log",
+    params:
+        plots=CFG.evaluation.parity_plots,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/metrics.py"
+
+
+localrules:
+    metrics,
