@@ -18,6 +18,15 @@ TRAIN_DATASETS = CFG.train_datasets()
 SHARDS = list(range(CFG.text.n_shards))
 NONE = "none"
 
+# The Materials Project key is passed through to jobs (also cluster jobs) only when a dataset
+# uses the `mp` source; it is never written to logs or outputs.
+MP_KEY_VARS = sorted({ds.source.api_key_env for ds in CFG.datasets.values() if ds.source.kind == "mp"})
+if MP_KEY_VARS:
+
+    envvars:
+        *MP_KEY_VARS,
+
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS),

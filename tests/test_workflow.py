@@ -1,0 +1,83 @@
+"""The real workflow, end to end, on the tiny real config (config/tiny.yaml).
+
+Runs `snakemake --cores 2 results/metrics.csv` in a scratch directory (ingest -> robocrys ->
+MiniLM embeddings -> graphs -> CGCNN / text / MatMMFuse training -> predictions -> metrics),
+then checks the outputs and that a rerun with nothing changed does no work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, shared_dir
+
+pytestmark = pytest.mark.slow
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def _run(args, cwd, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, **kw)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+    cfg["datasets"]["mp"]["source"]["path"] = str(shared_dir() / "data/mp_mtcgcnn/mp_mtcgcnn_33064.csv.gz")
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = _run(["--cores", "2", "--configfile", "config.yaml", "results/metrics.csv"], work, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return work, cfg
+
+
+def test_metrics_have_every_model_and_target(tiny_run):
+    work, cfg = tiny_run
+    m = pd.read_csv(work / "results/metrics.csv")
+    tr = cfg["training"]
+    for target in tr["targets"]:
+        for model in tr["models"]:
+            rows = m[(m.target == target) & (m.model == model) & (m.split == "test")]
+            assert len(rows) == 1, (target, model)
+            row = rows.iloc[0]
+            assert row.n > 0 and row.mae >= 0 and row.rmse >= row.mae
+            if model == "cgcnn":
+                assert row.text_encoder == "none" and row.text_variant == "none"
+            else:
+                assert row.text_encoder == "minilm" and row.text_variant == "all"
+    assert set(m.split) == {"train", "val", "test"}
+
+
+def test_outputs_exist_and_are_consistent(tiny_run):
+    work, cfg = tiny_run
+    entries = pd.read_parquet(work / "results/data/mp/entries.parquet")
+    assert len(entries) == cfg["datasets"]["mp"]["subset"]
+    texts = pd.read_parquet(work / "results/text/mp/texts.parquet")
+    rejects = pd.read_parquet(work / "results/text/mp/rejects.parquet")
+    assert set(texts.material_id) | set(rejects.material_id) == set(entries.material_id)
+    emb = pd.read_parquet(work / "results/embeddings/mp/minilm/all-mean.parquet")
+    assert set(emb.material_id) == set(texts.material_id)
+    for target in cfg["training"]["targets"]:
+        for model in cfg["training"]["models"]:
+            assert (work / f"results/plots/parity/mp/{target}/{model}.png").stat().st_size > 1000
+    assert (work / "results/rejects.csv").exists()
+    for log in (work / "logs").rglob("*.log"):
+        assert "MP_API_KEY" not in log.read_text()
+
+
+def test_rerun_with_nothing_changed_does_no_work(tiny_run):
+    work, _ = tiny_run
+    proc = _run(["--cores", "2", "--configfile", "config.yaml", "-n", "results/metrics.csv"], work, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
