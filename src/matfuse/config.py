@@ -38,7 +38,7 @@ GRAPH_MODELS = frozenset({"cgcnn", "matmmfuse", "matmmfuse_tokens", "crysmmnet"}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 # --------------------------------------------------------------------------- sources
@@ -56,6 +56,13 @@ class TableSource(_Strict):
         description="Canonical target name -> column of the file holding it.",
     )
     id_prefix: str = Field("", description="Prefix added to ids (e.g. when they are bare integers).")
+    members: list[str] | None = Field(
+        None, description="Files inside a .zip archive to read and concatenate (glob patterns allowed)."
+    )
+    per_atom: list[str] = Field(
+        default_factory=list,
+        description="Canonical targets given per cell in the file: divided by the cell's number of sites.",
+    )
 
 
 class MPSource(_Strict):
@@ -75,6 +82,27 @@ class MPSource(_Strict):
     chunk_size: int = Field(1000, ge=1)
     num_chunks: int | None = Field(None, ge=1, description="Stop after this many chunks (None = all).")
 
+    @field_validator("criteria")
+    @classmethod
+    def _criteria_not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(set(value) & {"fields", "all_fields", "chunk_size", "num_chunks"})
+        if reserved:
+            raise ValueError(
+                f"criteria {reserved} are set by matfuse; use source.targets / source.chunk_size / "
+                f"source.num_chunks instead"
+            )
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                f"api_key_env must be the NAME of an environment variable (e.g. MP_API_KEY), "
+                f"not {len(value)} characters of something else: never put the key itself in the config"
+            )
+        return value
+
 
 class JarvisSource(_Strict):
     """JARVIS-DFT through ``jarvis.db.figshare.data(dataset, store_dir=...)``."""
@@ -92,6 +120,11 @@ class JarvisSource(_Strict):
             "e_above_hull": "ehull",
         },
         description="Canonical target name -> JARVIS key.",
+    )
+    local_subset: str | None = Field(
+        None,
+        description="A JSON(.gz) list of JARVIS records (e.g. ../shared/data/jarvis_dft3d/...): the "
+        "workflow packs it into <store_dir> in the figshare format, so no download is needed.",
     )
 
 
@@ -118,6 +151,11 @@ class DatasetConfig(_Strict):
         None, description="Drop entries matching this filter (recorded in rejects as 'excluded')."
     )
     train: bool = Field(True, description="False: evaluation-only (zero-shot) dataset; no split, no training.")
+
+    def target_names(self) -> list[str]:
+        """Canonical target names this dataset provides."""
+        src = self.source
+        return list(src.targets) if isinstance(src.targets, dict) else list(src.targets)
 
 
 # --------------------------------------------------------------------------- stages
@@ -149,11 +187,22 @@ class TextConfig(_Strict):
 
 
 class EncoderConfig(_Strict):
+    """A text encoder (see :mod:`matfuse.embed.text`).
+
+    Paper setting: ``model: allenai/scibert_scivocab_uncased`` with ``pooling: cls``,
+    ``max_length: 512`` (needs the checkpoint in the local HF cache or a local path). Offline
+    default: ``packaged:minilm`` with masked ``mean`` pooling.
+    """
+
     model: str = Field(description="Hugging Face name, local path, or 'packaged:minilm' (offline default).")
     pooling: Literal["cls", "mean"] = "mean"
     max_length: int = Field(512, ge=8)
     batch_size: int = Field(16, ge=1)
     cache_dir: str = Field("results/cache/embeddings", description="Embedding cache keyed by encoder + text hash.")
+    allow_download: bool = Field(
+        False,
+        description="Let a hub name missing from the local HF cache be downloaded (only where the hub is reachable).",
+    )
 
 
 class GraphConfig(_Strict):

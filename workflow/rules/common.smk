@@ -30,6 +30,7 @@ if MP_KEY_VARS:
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    evalset="|".join(DATASETS),
     shard=r"\d+",
     encoder=r"[A-Za-z0-9_.]+",
     variant="all|key|single|none",
@@ -69,8 +70,9 @@ EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}"
 def prediction_files():
     files = [f"results/predictions/{EXP}.parquet".format(**e) for e in experiments()]
     for eval_ds, train_ds in CFG.evaluation.zero_shot.items():
+        provided = set(CFG.datasets[eval_ds].target_names())
         for e in experiments():
-            if e["dataset"] == train_ds:
+            if e["dataset"] == train_ds and e["target"] in provided:
                 files.append(
                     f"results/predictions/zeroshot/{eval_ds}/{EXP}.parquet".format(**e)
                 )

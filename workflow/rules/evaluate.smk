@@ -49,3 +49,22 @@ rule metrics:
 
 localrules:
     metrics,
+
+
+rule predict_zeroshot:
+    input:
+        unpack(lambda wc: model_inputs(wc, dataset=wc.evalset)),
+        model="results/models/" + EXP + "/model.pt",
+    output:
+        predictions="results/predictions/zeroshot/{evalset}/" + EXP + ".parquet",
+    log:
+        "logs/predict_zeroshot/{evalset}/" + EXP + ".log",
+    params:
+        device=CFG.training.device,
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.train_mem_mb,
+        runtime=30,
+        gpu=CFG.resources.train_gpu,
+    script:
+        "../scripts/predict.py"

@@ -40,11 +40,42 @@ def _detect_format(path: Path) -> str:
     raise TableError(f"{path}: cannot tell the table format from the name; set `format:` in the config")
 
 
-def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
+def _read_members(path: Path, patterns: list[str], fmt: str) -> pd.DataFrame:
+    """Read several files inside a zip archive (in memory: nothing is extracted to disk)."""
+    import fnmatch
+    import io
+
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        chosen = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+        if not chosen:
+            raise TableError(f"{path}: no archive member matches {patterns}; members are {names[:20]}")
+        frames = []
+        for name in sorted(chosen):
+            member_fmt = _detect_format(Path(name)) if fmt == "auto" else fmt
+            with zf.open(name) as fh:
+                data = io.BytesIO(fh.read())
+            if member_fmt == "csv":
+                df = pd.read_csv(data, low_memory=False)
+            elif member_fmt == "jsonl":
+                df = pd.read_json(data, lines=True, dtype=False)
+            elif member_fmt == "json":
+                df = pd.read_json(data, dtype=False)
+            else:
+                df = pd.read_parquet(data)
+            df["_member"] = name
+            frames.append(df)
+    log.info("read %s from %s", ", ".join(sorted(chosen)), path)
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_table(path: str | Path, fmt: str = "auto", members: list[str] | None = None) -> pd.DataFrame:
     """Read a user table into a DataFrame (all columns as read, ids as strings later)."""
     path = Path(path)
     if not path.exists():
         raise TableError(f"table file not found: {path} (check `source.path` in the config)")
+    if members:
+        return _read_members(path, members, fmt)
     fmt = _detect_format(path) if fmt == "auto" else fmt
     try:
         if fmt == "csv":
@@ -66,7 +97,7 @@ def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
 
 def fetch(cfg: TableSource) -> pd.DataFrame:
     """Return raw records (material_id, structure, structure_format, targets..., provenance)."""
-    df = read_table(cfg.path, cfg.format)
+    df = read_table(cfg.path, cfg.format, cfg.members)
     missing = [c for c in [cfg.id_column, cfg.structure_column, *cfg.targets.values()] if c not in df.columns]
     if missing:
         raise TableError(
@@ -92,5 +123,9 @@ def fetch(cfg: TableSource) -> pd.DataFrame:
         }
     )
     out["provenance"] = prov
+    unknown = [t for t in cfg.per_atom if t not in cfg.targets]
+    if unknown:
+        raise TableError(f"per_atom names {unknown}, which are not keys of `targets`")
+    out.attrs["per_atom"] = list(cfg.per_atom)
     log.info("read %d rows from %s", len(out), cfg.path)
     return out

@@ -1,0 +1,14 @@
+"""Snakemake: entries.parquet -> density selection (stable FCC crystals) + rejects."""
+
+from matfuse.density.config import load_density_config
+from matfuse.density.stage import select_stage
+from matfuse.io import setup_logging
+
+snakemake = globals()["snakemake"]
+setup_logging(snakemake.log[0])
+select_stage(
+    snakemake.input["entries"],
+    load_density_config(snakemake.params["density"]),
+    snakemake.output["selection"],
+    snakemake.output["rejects"],
+)
