@@ -124,7 +124,8 @@ def write_metrics(
     frames = []
     for p in reject_paths:
         df = pd.read_parquet(p)
-        df.insert(0, "dataset", Path(p).parent.name)
+        m = re.search(r"results/[^/]+/([^/]+)/", Path(p).as_posix())
+        df.insert(0, "dataset", m.group(1) if m else Path(p).parent.name)
         frames.append(df)
     rejects = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "material_id", "stage", "reason"])
     with atomic_path(rejects_path) as tmp:

@@ -101,3 +101,19 @@ def model_inputs(wildcards, dataset=None):
     if wildcards.model in TEXT_MODELS:
         inputs["embeddings"] = embedding_file(ds, wildcards.encoder, wildcards.variant)
     return inputs
+
+
+def reject_files():
+    """Every stage's rejects table, for the summary in results/rejects.csv."""
+    models = set(CFG.training.models)
+    files = []
+    for ds in DATASETS:
+        files.append(f"results/data/{ds}/rejects.parquet")
+        if models & TEXT_MODELS:
+            files.append(f"results/text/{ds}/rejects.parquet")
+            for enc in CFG.training.encoders:
+                for var in CFG.training.text_variants:
+                    files.append(embedding_file(ds, enc, var).replace(".parquet", ".rejects.parquet"))
+        if models & GRAPH_MODELS:
+            files.append(f"results/graphs/{ds}/rejects.parquet")
+    return files

@@ -6,6 +6,7 @@ rule embed:
         texts="results/text/{dataset}/texts.parquet",
     output:
         embeddings="results/embeddings/{dataset}/{encoder}/{variant}-{pooling}.parquet",
+        rejects="results/embeddings/{dataset}/{encoder}/{variant}-{pooling}.rejects.parquet",
     log:
         "logs/embed/{dataset}/{encoder}/{variant}-{pooling}.log",
     benchmark:

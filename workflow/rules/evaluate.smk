@@ -24,14 +24,7 @@ rule predict:
 rule metrics:
     input:
         predictions=prediction_files(),
-        rejects=expand(
-            [
-                "results/data/{dataset}/rejects.parquet",
-                "results/text/{dataset}/rejects.parquet",
-                "results/graphs/{dataset}/rejects.parquet",
-            ],
-            dataset=DATASETS,
-        ),
+        rejects=reject_files(),
     output:
         metrics="results/metrics.csv",
         rejects="results/rejects.csv",

@@ -1,0 +1,151 @@
+"""Benchmark: naive Hugging Face embedding loop vs matfuse.embed.text.embed_texts.
+
+On the real robocrys descriptions of ``text_matmmfuse_robocrys`` (987 texts), both embed the
+first ``--n`` texts with the same encoder/pooling/max_length/batch size:
+
+* naive: fixed batches in input order, each padded to ``max_length``, ``torch.no_grad()``
+  (:func:`matfuse.embed.text.reference_embed_texts`);
+* ours: one tokenisation pass, length-sorted batches padded to their own longest text,
+  ``torch.inference_mode()`` (:func:`matfuse.embed.text.embed_texts`).
+
+Each runs in its own subprocess so that its peak RSS is its own. Prints texts/s, the speed
+ratio, the max abs difference of the vectors and peak RSS. The load average is printed too:
+other jobs on the machine slow both sides.
+
+    .venv/bin/python bench/bench_embed.py --n 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(
+    os.environ.get("MATFUSE_SHARED", REPO.parent / "shared")
+) / "data/text_matmmfuse_robocrys/matmmfuse_sample_1000_cif_robocrys.jsonl.gz"
+
+
+def read_texts(path: Path, n: int | None, first_sentences: int = 0) -> list[str]:
+    """The robocrys texts (optionally only their first sentences, like the short text variants)."""
+    texts = []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            text = json.loads(line)["robocrys_text"]
+            if first_sentences:
+                text = ". ".join(text.split(". ")[:first_sentences]).rstrip(".") + "."
+            texts.append(text)
+            if n is not None and len(texts) >= n:
+                break
+    return texts
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one method, save vectors to args.out (npy) and timings to args.out + .json."""
+    import torch
+
+    from matfuse.config import EncoderConfig
+    from matfuse.embed.encoder import load_encoder, resolve_encoder
+    from matfuse.embed.text import embed_texts, reference_embed_texts
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = EncoderConfig(
+        model=args.model, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size
+    )
+    texts = read_texts(Path(args.data), args.n, args.first_sentences)
+    load_encoder(resolve_encoder(cfg.model), "cpu")
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.method == "naive":
+        reference_embed_texts(texts[:2], cfg, "cpu", threads=args.threads)  # warm-up
+        t0 = time.perf_counter()
+        emb = reference_embed_texts(texts, cfg, "cpu", threads=args.threads)
+    else:
+        embed_texts(texts[:2], cfg, "cpu", threads=args.threads, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        emb, _, _ = embed_texts(texts, cfg, "cpu", threads=args.threads, progress=False)
+    dt = time.perf_counter() - t0
+    np.save(args.out, emb)
+    stats = {
+        "seconds": dt,
+        "texts_per_s": len(texts) / dt,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_load_mb": rss_loaded,
+        "threads": torch.get_num_threads(),
+        "n": len(texts),
+    }
+    Path(args.out + ".json").write_text(json.dumps(stats))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=None, help="number of texts (default: all)")
+    ap.add_argument("--model", default="packaged:minilm")
+    ap.add_argument("--pooling", default="mean", choices=["mean", "cls"])
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--first-sentences", type=int, default=0,
+                    help="embed only the first K sentences of each text (short-text variants); 0 = full text")
+    ap.add_argument("--method", choices=["naive", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.method:
+        child(args)
+        return
+
+    texts = read_texts(Path(args.data), args.n, args.first_sentences)
+    from transformers import AutoTokenizer
+
+    from matfuse.embed.encoder import resolve_encoder
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_encoder(args.model).path), local_files_only=True)
+    enc = tok(texts, truncation=True, max_length=args.max_length)
+    lengths = np.array([len(x) for x in enc["input_ids"]])
+    print(
+        f"{len(texts)} robocrys texts, {args.model}, pooling={args.pooling}, max_length={args.max_length}, "
+        f"batch={args.batch_size}, first_sentences={args.first_sentences or 'all'}; real tokens / padded tokens = {lengths.sum() / (len(texts) * args.max_length):.3f}"
+    )
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("naive", "ours"):
+            out = os.path.join(tmp, f"{method}.npy")
+            cmd = [sys.executable, __file__, "--method", method, "--out", out, "--data", args.data,
+                   "--model", args.model, "--pooling", args.pooling, "--max-length", str(args.max_length),
+                   "--batch-size", str(args.batch_size), "--first-sentences", str(args.first_sentences)]
+            if args.n is not None:
+                cmd += ["--n", str(args.n)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            results[method] = json.loads(Path(out + ".json").read_text())
+            results[method]["emb"] = np.load(out)
+    naive, ours = results["naive"], results["ours"]
+    diff = float(np.abs(naive["emb"] - ours["emb"]).max())
+    for name, r in (("naive HF loop (pad to max_length)", naive), ("matfuse embed_texts (bucketed)", ours)):
+        print(
+            f"{name:36s} {r['texts_per_s']:8.2f} texts/s  {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MiB "
+            f"(after model load {r['rss_after_load_mb']:.0f} MiB; {r['threads']} threads)"
+        )
+    ratio = ours["texts_per_s"] / naive["texts_per_s"]
+    print(f"speed ratio ours/naive: {ratio:.2f}x (target >= 1.5x)")
+    print(f"max abs difference: {diff:.2e} ({'OK' if diff <= 1e-5 else 'FAIL'}: must be <= 1e-5)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if diff > 1e-5:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

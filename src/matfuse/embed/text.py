@@ -1,0 +1,408 @@
+"""Text embeddings: a Hugging Face encoder over the robocrys descriptions of each material.
+
+Stage: :func:`embed_dataset` reads ``results/text/{dataset}/texts.parquet``, embeds the column
+``text_{variant}`` and writes ``results/embeddings/{dataset}/{encoder}/{variant}-{pooling}.parquet``
+(``material_id``, ``embedding`` fixed_size_list<float32>[d], ``n_tokens`` int32, ``truncated``
+bool, plus key-value metadata naming the encoder). Vectors are cached per text (see
+:mod:`matfuse.embed.cache`), so reruns, other variants and other datasets only compute new texts.
+
+Encoders: see :mod:`matfuse.embed.encoder` (``packaged:minilm`` offline default; the MatMMFuse
+paper uses ``allenai/scibert_scivocab_uncased`` with ``cls`` pooling and 512 tokens).
+
+Speed (:func:`embed_texts`): texts are tokenised once (fast tokenizer, one pass that also yields
+the untruncated length), sorted by length and cut into batches of ``batch_size`` that are padded
+only to their own longest member (not to ``max_length``); full batches run without an attention
+mask; everything runs under ``torch.inference_mode()`` with a bounded number of torch threads.
+The result equals the naive loop (:func:`reference_embed_texts`: fixed batches padded to
+``max_length``) to ~1e-6.
+
+Pooling: ``cls`` = hidden state of the first token; ``mean`` = mean of the hidden states of the
+real tokens (padding masked out; this is sentence-transformers' mean pooling, before any
+normalisation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from matfuse.config import EncoderConfig
+from matfuse.embed.cache import EmbeddingCache, embedding_table, text_sha256, vectors_of
+from matfuse.embed.encoder import ResolvedEncoder, load_encoder, pick_device, resolve_encoder
+from matfuse.io import rejects_frame, write_parquet
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed"
+
+
+# --------------------------------------------------------------------------- tokenisation
+@dataclass
+class Tokenized:
+    """Truncated token ids per text plus the untruncated length (special tokens included)."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+
+
+def tokenize(texts: list[str], tokenizer: Any, max_length: int) -> Tokenized:
+    """Tokenise with truncation to ``max_length`` and count the full length of every text.
+
+    Fast tokenizers do both in one pass (``return_overflowing_tokens``: the first window is the
+    truncated sequence, the windows together cover the whole text); slow ones take two passes.
+    """
+    n = len(texts)
+    n_special = tokenizer.num_special_tokens_to_add(pair=False)
+    if getattr(tokenizer, "is_fast", False) and n:
+        enc = tokenizer(
+            texts,
+            truncation=True,
+            max_length=max_length,
+            return_overflowing_tokens=True,
+            stride=0,
+            return_attention_mask=False,
+        )
+        owner = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
+        win_len = np.fromiter((len(x) for x in enc["input_ids"]), dtype=np.int64, count=len(owner))
+        n_tokens = np.bincount(owner, weights=win_len - n_special, minlength=n).astype(np.int64) + n_special
+        first = np.searchsorted(owner, np.arange(n))
+        ids = [enc["input_ids"][i] for i in first]
+        tt = [enc["token_type_ids"][i] for i in first] if "token_type_ids" in enc else None
+    else:
+        enc = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
+        full = tokenizer(texts, truncation=False, return_attention_mask=False, return_token_type_ids=False)
+        n_tokens = np.fromiter((len(x) for x in full["input_ids"]), dtype=np.int64, count=n)
+        ids = list(enc["input_ids"])
+        tt = list(enc["token_type_ids"]) if "token_type_ids" in enc else None
+    return Tokenized(ids, tt, n_tokens, n_tokens > max_length)
+
+
+# --------------------------------------------------------------------------- pooling
+def pool(hidden: Any, mask: Any, pooling: str) -> Any:
+    """Pool token states ``hidden`` [b, t, h] with attention ``mask`` [b, t] into [b, h].
+
+    ``cls``: first token. ``mean``: average over positions where ``mask`` is 1 (padding excluded).
+    """
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    raise ValueError(f"unknown pooling {pooling!r} (expected 'cls' or 'mean')")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run torch with ``threads`` intra-op threads (default: the CPUs this process may use,
+    capped by torch's own default), restoring the previous setting afterwards."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if threads is None:
+        try:
+            avail = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - non-Linux
+            avail = os.cpu_count() or 1
+        threads = prev if os.environ.get("OMP_NUM_THREADS") else max(1, min(prev, avail))
+    if threads != prev:
+        torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        if threads != prev:
+            torch.set_num_threads(prev)
+
+
+def check_max_length(cfg: EncoderConfig, tokenizer: Any, model: Any) -> None:
+    """Refuse a ``max_length`` beyond what the encoder's position embeddings can take."""
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    limit = min((int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000), default=None)
+    if limit is not None and cfg.max_length > limit:
+        raise ValueError(f"max_length={cfg.max_length} exceeds what encoder {cfg.model!r} accepts ({limit} tokens)")
+
+
+def _pad(seqs: list[list[int]], length: int, value: int) -> np.ndarray:
+    out = np.full((len(seqs), length), value, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out
+
+
+# --------------------------------------------------------------------------- embedding
+def embed_texts(
+    texts: list[str],
+    cfg: EncoderConfig,
+    device: str = "auto",
+    *,
+    threads: int | None = None,
+    progress: bool = True,
+    resolved: ResolvedEncoder | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embed ``texts`` with the encoder of ``cfg``.
+
+    Returns ``(embeddings float32 [n, d], n_tokens int64 [n], truncated bool [n])`` in input
+    order; ``n_tokens`` counts the full text including special tokens, ``truncated`` is
+    ``n_tokens > cfg.max_length`` (only the first ``max_length`` tokens were encoded).
+    """
+    import torch
+
+    resolved = resolved or resolve_encoder(cfg.model, cfg.allow_download)
+    dev = pick_device(device)
+    tokenizer, model = load_encoder(resolved, dev)
+    dim = int(model.config.hidden_size)
+    check_max_length(cfg, tokenizer, model)
+    n = len(texts)
+    if n == 0:
+        return np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
+
+    t0 = time.perf_counter()
+    tok = tokenize(list(texts), tokenizer, cfg.max_length)
+    t_tok = time.perf_counter() - t0
+    lengths = np.fromiter((len(x) for x in tok.input_ids), dtype=np.int64, count=n)
+    order = np.argsort(-lengths, kind="stable")  # longest first: peak memory shows up at once
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = np.empty((n, dim), dtype=np.float32)
+
+    with torch_threads(threads) as nthreads, torch.inference_mode():
+        bar = tqdm(total=n, unit="text", desc=f"embed {cfg.model}", disable=not progress, leave=False)
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            blen = lengths[idx]
+            width = int(blen.max())
+            ids = torch.from_numpy(_pad([tok.input_ids[i] for i in idx], width, pad_id)).to(dev)
+            mask = torch.from_numpy((np.arange(width)[None, :] < blen[:, None]).astype(np.int64)).to(dev)
+            inputs: dict[str, Any] = {"input_ids": ids}
+            if not bool((blen == width).all()):
+                inputs["attention_mask"] = mask
+            if tok.token_type_ids is not None:
+                inputs["token_type_ids"] = torch.from_numpy(
+                    _pad([tok.token_type_ids[i] for i in idx], width, 0)
+                ).to(dev)
+            hidden = model(**inputs).last_hidden_state
+            out[idx] = pool(hidden.float(), mask, cfg.pooling).cpu().numpy()
+            bar.update(len(idx))
+        bar.close()
+    dt = time.perf_counter() - t0
+    log.info(
+        "embedded %d texts in %.1f s (%.1f texts/s; tokenising %.1f s; %d truncated at %d tokens; "
+        "%d torch threads on %s)",
+        n,
+        dt,
+        n / dt if dt else float("inf"),
+        t_tok,
+        int(tok.truncated.sum()),
+        cfg.max_length,
+        nthreads,
+        dev,
+    )
+    return out, tok.n_tokens, tok.truncated
+
+
+def reference_embed_texts(
+    texts: list[str], cfg: EncoderConfig, device: str = "cpu", *, threads: int | None = None
+) -> np.ndarray:
+    """Naive reference: fixed batches in input order, each padded to ``max_length``, ``no_grad``.
+
+    Used by the tests and the benchmark to check :func:`embed_texts`.
+    """
+    import torch
+
+    resolved = resolve_encoder(cfg.model, cfg.allow_download)
+    dev = pick_device(device)
+    tokenizer, model = load_encoder(resolved, dev)
+    chunks = []
+    with torch_threads(threads), torch.no_grad():
+        for start in range(0, len(texts), cfg.batch_size):
+            enc = tokenizer(
+                list(texts[start : start + cfg.batch_size]),
+                padding="max_length",
+                truncation=True,
+                max_length=cfg.max_length,
+                return_tensors="pt",
+            ).to(dev)
+            hidden = model(**enc).last_hidden_state
+            chunks.append(pool(hidden.float(), enc["attention_mask"], cfg.pooling).cpu().numpy())
+    dim = int(model.config.hidden_size)
+    return np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+
+
+# --------------------------------------------------------------------------- stage
+@dataclass
+class EmbedReport:
+    """What :func:`embed_dataset` did."""
+
+    n_rows: int
+    n_unique_texts: int
+    cache_hits: int
+    cache_misses: int
+    seconds: float
+    out_path: Path
+    rejects: pd.DataFrame = field(default_factory=rejects_frame)
+
+
+def embed_dataset(
+    texts_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    variant: str,
+    encoder_name: str,
+    cfg: EncoderConfig,
+    device: str = "auto",
+    *,
+    threads: int | None = None,
+    rejects_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> EmbedReport:
+    """Embed column ``text_{variant}`` of ``texts_path`` and write the embedding table ``out_path``.
+
+    Rows whose text is missing or blank are not embedded: they are logged and returned (and
+    written to ``rejects_path`` when given) as rejects with stage ``embed``. Vectors come from the
+    cache under ``cfg.cache_dir`` when present; new ones are computed and appended to it.
+    """
+    t0 = time.perf_counter()
+    column = f"text_{variant}"
+    schema = pq.read_schema(texts_path)
+    if "material_id" not in schema.names or column not in schema.names:
+        raise KeyError(f"{texts_path}: needs columns 'material_id' and {column!r}; found {schema.names}")
+    df = pq.read_table(texts_path, columns=["material_id", column]).to_pandas()
+    if df["material_id"].isna().any():
+        raise ValueError(f"{texts_path}: {int(df['material_id'].isna().sum())} rows have no material_id")
+    ids = df["material_id"].astype(str)
+    dup = ids[ids.duplicated()].unique()
+    if len(dup):
+        raise ValueError(f"{texts_path}: duplicated material_id {list(dup[:5])} ({len(dup)} in all)")
+
+    texts = df[column]
+    blank = texts.isna() | texts.astype(str).str.strip().eq("")
+    rejects = rejects_frame(
+        [{"material_id": m, "stage": STAGE, "reason": f"empty {column}"} for m in ids[blank]]
+    )
+    if len(rejects):
+        log.warning(
+            "%d of %d entries have no %s and are left out: %s",
+            len(rejects),
+            len(df),
+            column,
+            ", ".join(rejects["material_id"].head(20)),
+        )
+    keep = ~blank.to_numpy()
+    ids_kept = ids[keep].tolist()
+    texts_kept = texts[keep].astype(str).tolist()
+    hashes = [text_sha256(t) for t in texts_kept]
+
+    resolved = resolve_encoder(cfg.model, cfg.allow_download)
+    # Hub snapshots are named after the repo; local checkpoints only by content, so that
+    # 'packaged:minilm' and the same folder given as a path share one cache.
+    label = resolved.spec if resolved.source == "hub" else "ckpt"
+    cache = EmbeddingCache(cfg.cache_dir, resolved.identity, cfg.pooling, cfg.max_length, label=label)
+    unique: dict[str, str] = {}
+    for h, t in zip(hashes, texts_kept):
+        unique.setdefault(h, t)
+    cached = cache.lookup(unique)
+    vec: dict[str, tuple[np.ndarray, int, bool]] = {
+        h: (cached.embeddings[i], int(cached.n_tokens[i]), bool(cached.truncated[i]))
+        for i, h in enumerate(cached.hashes)
+    }
+    missing = [h for h in unique if h not in vec]
+    log.info(
+        "%s/%s %s: %d rows, %d distinct texts, cache hits %d, misses %d (cache %s)",
+        encoder_name,
+        variant,
+        cfg.pooling,
+        len(ids_kept),
+        len(unique),
+        len(unique) - len(missing),
+        len(missing),
+        cache.dir,
+    )
+    if missing:
+        emb, n_tok, trunc = embed_texts(
+            [unique[h] for h in missing], cfg, device, threads=threads, progress=progress, resolved=resolved
+        )
+        cache.append(missing, emb, n_tok, trunc)
+        for i, h in enumerate(missing):
+            vec[h] = (emb[i], int(n_tok[i]), bool(trunc[i]))
+
+    dims = {v[0].shape[0] for v in vec.values()}
+    if len(dims) > 1:
+        raise RuntimeError(f"cache {cache.dir} mixes embedding sizes {sorted(dims)}; delete it and rerun")
+    if hashes:
+        dim = dims.pop()
+        matrix = np.stack([vec[h][0] for h in hashes]).astype(np.float32, copy=False)
+    else:
+        dim = int(load_encoder(resolved, pick_device(device))[1].config.hidden_size)
+        matrix = np.zeros((0, dim), np.float32)
+    table = embedding_table(
+        "material_id",
+        ids_kept,
+        matrix,
+        np.array([vec[h][1] for h in hashes], dtype=np.int32),
+        np.array([vec[h][2] for h in hashes], dtype=bool),
+    )
+    meta = {
+        "encoder_name": encoder_name,
+        "encoder_model": cfg.model,
+        "encoder_identity": resolved.identity,
+        "pooling": cfg.pooling,
+        "max_length": str(cfg.max_length),
+        "dim": str(dim),
+        "variant": variant,
+        "text_column": column,
+    }
+    table = table.replace_schema_metadata({k: str(v) for k, v in meta.items()})
+    write_parquet(table, out_path)
+    if rejects_path is not None:
+        write_parquet(rejects, rejects_path)
+    dt = time.perf_counter() - t0
+    log.info("wrote %s (%d x %d) in %.1f s", out_path, len(ids_kept), dim, dt)
+    return EmbedReport(
+        n_rows=len(ids_kept),
+        n_unique_texts=len(unique),
+        cache_hits=len(unique) - len(missing),
+        cache_misses=len(missing),
+        seconds=dt,
+        out_path=Path(out_path),
+        rejects=rejects,
+    )
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+    """Read an embedding table: (material ids, float32 matrix [n, d]) in file order."""
+    table = pq.read_table(path, columns=["material_id", "embedding"])
+    return [str(x) for x in table["material_id"].to_pylist()], vectors_of(table["embedding"])
+
+
+def embedding_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Key-value metadata of an embedding table (encoder_model, pooling, max_length, dim, ...)."""
+    raw = pq.read_schema(path).metadata or {}
+    meta: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    for key in ("max_length", "dim"):
+        if key in meta:
+            meta[key] = int(meta[key])
+    return meta
+
+
+__all__ = [
+    "EmbedReport",
+    "Tokenized",
+    "embed_dataset",
+    "embed_texts",
+    "embedding_metadata",
+    "load_embeddings",
+    "pool",
+    "reference_embed_texts",
+    "tokenize",
+    "torch_threads",
+]

@@ -1,0 +1,25 @@
+"""Snakemake adapter: predictions of one trained model (see matfuse.predict.predict).
+
+With a ``splits`` input it scores the train/val/test splits; without one (zero-shot rule)
+it scores every entry of the evaluation dataset as split "all".
+"""
+
+from pathlib import Path
+
+import torch
+
+from matfuse.io import setup_logging
+from matfuse.predict import predict
+
+smk = snakemake  # noqa: F821
+setup_logging(smk.log[0])
+torch.set_num_threads(max(1, int(smk.threads)))
+predict(
+    model_dir=Path(smk.input.model).parent,
+    entries_path=smk.input.entries,
+    splits_path=smk.input.get("splits"),
+    graphs_path=smk.input.get("graphs"),
+    embeddings_path=smk.input.get("embeddings"),
+    out_path=smk.output.predictions,
+    device=smk.params.get("device", "auto"),
+)

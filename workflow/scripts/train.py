@@ -1,0 +1,23 @@
+"""Snakemake adapter: train one model (see matfuse.train.train_model)."""
+
+from pathlib import Path
+
+from matfuse.config import GraphConfig, TrainingConfig
+from matfuse.io import setup_logging
+from matfuse.train import train_model
+
+smk = snakemake  # noqa: F821
+setup_logging(smk.log[0])
+train_model(
+    entries_path=smk.input.entries,
+    splits_path=smk.input.splits,
+    graphs_path=smk.input.get("graphs"),
+    embeddings_path=smk.input.get("embeddings"),
+    out_dir=Path(smk.output.model).parent,
+    model_name=smk.wildcards.model,
+    target=smk.wildcards.target,
+    seed=int(smk.wildcards.seed),
+    training=TrainingConfig.model_validate(smk.params.training),
+    graph=GraphConfig.model_validate(smk.params.graph),
+    threads=smk.threads,
+)
