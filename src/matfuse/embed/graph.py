@@ -157,8 +157,9 @@ def atom_feature_dim() -> int:
 
 
 def gaussian_centers(cfg: GraphConfig) -> np.ndarray:
-    """Centres of CGCNN's Gaussian distance expansion: ``arange(0, radius + step, step)``."""
-    return np.arange(0.0, cfg.radius + cfg.gaussian_step, cfg.gaussian_step, dtype=np.float64)
+    """Centres of CGCNN's Gaussian distance expansion: ``0, step, ..., radius`` (41 for 8 Å / 0.2)."""
+    n = int(round(cfg.radius / cfg.gaussian_step)) + 1
+    return np.arange(n, dtype=np.float64) * cfg.gaussian_step
 
 
 # --------------------------------------------------------------------------- neighbour lists
@@ -207,12 +208,11 @@ def neighbor_graph(structure: Structure, cfg: GraphConfig) -> dict[str, np.ndarr
     }
 
 
-def _graph_row(args: tuple[str, str, dict[str, Any]]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
-    """Worker: (material_id, structure JSON, cfg dict) -> (id, graph or None, reason or None)."""
+def _graph_row(args: tuple[str, str, GraphConfig]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
+    """Worker: (material_id, structure JSON, cfg) -> (id, graph or None, reason or None)."""
     from matfuse.structures import load_structure
 
-    material_id, text, cfg_dict = args
-    cfg = GraphConfig(**cfg_dict)
+    material_id, text, cfg = args
     try:
         structure = load_structure(text)
     except Exception as exc:  # a broken structure string is a reject with its reason
@@ -226,9 +226,7 @@ def _graph_row(args: tuple[str, str, dict[str, Any]]) -> tuple[str, dict[str, np
 def _iter_graphs(
     ids: list[str], structures: list[str], cfg: GraphConfig, workers: int
 ) -> Iterator[tuple[str, dict[str, np.ndarray] | None, str | None]]:
-    jobs: Iterable[tuple[str, str, dict[str, Any]]] = (
-        (i, s, cfg.model_dump()) for i, s in zip(ids, structures)
-    )
+    jobs: Iterable[tuple[str, str, GraphConfig]] = ((i, s, cfg) for i, s in zip(ids, structures))
     if workers <= 1:
         yield from map(_graph_row, jobs)
         return

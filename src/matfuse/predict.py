@@ -1,0 +1,118 @@
+"""Predictions of a trained model (``train.py``'s ``model_dir``) on an entries table.
+
+Output Parquet: ``material_id`` (str), ``split`` (str), ``y_true`` (float64, null where the
+entries table has no value or no such column), ``y_pred`` (float64, null where the material
+lacks a model input — a graph rejected at the graph stage or a missing text embedding; these
+are counted in the log).  Predictions are computed in float32 on the chosen device and written
+as float64 on the CPU, so the table has the same format whichever device ran it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from matfuse.data import build_data, load_inputs, make_loader, read_splits, read_target, text_dim
+from matfuse.io import write_parquet
+from matfuse.models import model_inputs
+from matfuse.train import evaluate, load_checkpoint, resolve_device
+
+log = logging.getLogger(__name__)
+
+PRED_SCHEMA = pa.schema(
+    [("material_id", pa.string()), ("split", pa.string()), ("y_true", pa.float64()), ("y_pred", pa.float64())]
+)
+
+
+def predict(
+    model_dir: str | Path,
+    entries_path: str | Path,
+    splits_path: str | Path | None,
+    graphs_path: str | Path | None,
+    embeddings_path: str | Path | None,
+    out_path: str | Path,
+    split_names: Sequence[str] = ("train", "val", "test"),
+    device: str = "auto",
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """Predict the checkpoint's target for the entries in ``split_names`` (or all of them).
+
+    ``splits_path=None`` scores every entry as split ``"all"`` (zero-shot evaluation of a model
+    trained elsewhere); the target column is then optional.  Returns the written frame.
+    """
+    dev = resolve_device(device)
+    model, ckpt = load_checkpoint(Path(model_dir) / "model.pt", dev)
+    meta = ckpt["metadata"]
+    target = meta["target"]
+    name = ckpt["model"]["name"]
+    mean, std = ckpt["normalizer"]["mean"], ckpt["normalizer"]["std"]
+    inputs = model_inputs(name)
+
+    try:
+        targets = read_target(entries_path, target)
+    except KeyError:
+        if splits_path is not None:
+            raise
+        log.info("%s has no %r column: y_true is null (zero-shot without labels)", entries_path, target)
+        targets = read_target(entries_path, None)
+
+    if splits_path is None:
+        ids = targets["material_id"].tolist()
+        split_of = ["all"] * len(ids)
+    else:
+        splits = read_splits(splits_path)
+        ids, split_of = [], []
+        for split in split_names:
+            if split not in splits:
+                raise ValueError(f"{splits_path}: no split {split!r} (has {sorted(splits)})")
+            ids += splits[split]
+            split_of += [split] * len(splits[split])
+    y_by_id = dict(zip(targets["material_id"], targets["y"]))
+    absent = [i for i in ids if i not in y_by_id]
+    if absent:
+        raise ValueError(f"{len(absent)} split ids are not in {entries_path}, e.g. {absent[0]!r}")
+    y_true = np.array([y_by_id[i] for i in ids], dtype=np.float64)
+
+    graphs, embeddings = load_inputs(inputs, graphs_path, embeddings_path)
+    want = meta.get("text_dim")
+    have = text_dim(embeddings)
+    if "text" in inputs and want is not None and have != want:
+        raise ValueError(f"{embeddings_path}: embeddings have width {have}, the model was trained on {want}")
+    data, missing = build_data(ids, y_true, inputs, graphs, embeddings)
+    if missing:
+        log.warning(
+            "%d of %d materials have no prediction (missing input), e.g. %s",
+            len(missing), len(ids), "; ".join(f"{m['material_id']}: {m['reason']}" for m in missing[:5]),
+        )
+    y_pred = np.full(len(ids), np.nan)
+    if data:
+        loader = make_loader(data, batch_size, shuffle=False, pin_memory=dev.type == "cuda")
+        pred, idx = evaluate(model, loader, dev, mean, std)
+        y_pred[idx] = pred
+    df = pd.DataFrame(
+        {
+            "material_id": pd.Series(ids, dtype="string"),
+            "split": pd.Series(split_of, dtype="string"),
+            "y_true": pd.array(y_true, dtype="Float64"),
+            "y_pred": pd.array(y_pred, dtype="Float64"),
+        }
+    )
+    # NaN -> null in Parquet (pandas nullable Float64 keeps them distinct from numbers)
+    df["y_true"] = df["y_true"].mask(np.isnan(y_true))
+    df["y_pred"] = df["y_pred"].mask(np.isnan(y_pred))
+    table = pa.Table.from_pandas(df, schema=PRED_SCHEMA, preserve_index=False)
+    write_parquet(table, out_path)
+    known = ~np.isnan(y_true) & ~np.isnan(y_pred)
+    for split in dict.fromkeys(split_of):
+        sel = known & (np.asarray(split_of) == split)
+        if sel.any():
+            log.info(
+                "%s %s/%s: n=%d MAE %.4f", split, name, target, int(sel.sum()),
+                float(np.mean(np.abs(y_pred[sel] - y_true[sel]))),
+            )
+    return df
