@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
     cfg["datasets"]["mp"]["source"]["path"] = str(shared_dir() / "data/mp_mtcgcnn/mp_mtcgcnn_33064.csv.gz")
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = _run(["--cores", "2", "--configfile", "config.yaml", "results/metrics.csv"], work, timeout=1800)
+    proc = _run(["results/metrics.csv", "--cores", "2", "--configfile", "config.yaml"], work, timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return work, cfg
@@ -78,6 +78,6 @@ def test_outputs_exist_and_are_consistent(tiny_run):
 
 def test_rerun_with_nothing_changed_does_no_work(tiny_run):
     work, _ = tiny_run
-    proc = _run(["--cores", "2", "--configfile", "config.yaml", "-n", "results/metrics.csv"], work, timeout=300)
+    proc = _run(["results/metrics.csv", "--cores", "2", "--configfile", "config.yaml", "-n"], work, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from matfuse.density.config import DensityConfig
+
 #: Name pattern shared by datasets, encoders and other path components (wildcard-safe).
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.]*$"
 
@@ -275,7 +277,9 @@ class Config(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    density: dict[str, Any] | None = Field(None, description="Charge-density branch (see docs).")
+    # No schema default: Snakemake's validate() would set density=None and then descend into the
+    # section's nested defaults with None (AttributeError). Omit the section to switch it off.
+    density: DensityConfig | None = Field(None, json_schema_extra=lambda schema: schema.pop("default", None) and None)
     cromel: dict[str, Any] | None = Field(None, description="CroMEL branch (see docs).")
 
     @field_validator("datasets", "embeddings")
@@ -316,7 +320,7 @@ def load_config(source: str | Path | dict[str, Any]) -> Config:
 
 def json_schema() -> dict[str, Any]:
     schema = Config.model_json_schema()
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["description"] = "matfuse workflow configuration (generated from matfuse.config.Config)."
     return schema
 

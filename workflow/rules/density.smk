@@ -10,7 +10,7 @@ MATCH_DATASETS = list(DENSITY.match) if DENSITY is not None else []
 
 
 def match_file(dataset, name):
-    return f"results/density/match/{dataset}/{name}"
+    return f"results/density/{dataset}/match/{name}"
 
 
 def _check_density_config():

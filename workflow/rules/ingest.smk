@@ -61,7 +61,7 @@ rule jarvis_local_store:
     output:
         store="{store_zip}",
     log:
-        "logs/jarvis_store/store.log",
+        "logs/jarvis_store/{store_zip}.log",
     params:
         jarvis_dataset=lambda wc: JARVIS_STORES[wc.store_zip][1],
     resources:
