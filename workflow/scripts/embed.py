@@ -1,5 +1,11 @@
 """Snakemake adapter: embed one text variant of one dataset (see matfuse.embed.text.embed_dataset)."""
 
+import os
+
+# Idle OpenMP threads spin by default; on shared CPUs that slows training several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 from matfuse.config import EncoderConfig
 from matfuse.embed.text import embed_dataset
 from matfuse.io import setup_logging

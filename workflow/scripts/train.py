@@ -1,5 +1,11 @@
 """Snakemake adapter: train one model (see matfuse.train.train_model)."""
 
+import os
+
+# Idle OpenMP threads spin by default; on shared CPUs that slows training several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 from pathlib import Path
 
 from matfuse.config import GraphConfig, TrainingConfig
