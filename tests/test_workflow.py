@@ -35,8 +35,9 @@ def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
     cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
     cfg["datasets"]["mp"]["source"]["path"] = str(shared_dir() / "data/mp_mtcgcnn/mp_mtcgcnn_33064.csv.gz")
+    cfg["datasets"]["perovskites"]["source"]["path"] = str(shared_dir() / "data/perov_5_cdvae/perov_5.zip")
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = _run(["results/metrics.csv", "--cores", "2", "--configfile", "config.yaml"], work, timeout=1800)
+    proc = _run(["results/tables/all.md", "--cores", "2", "--configfile", "config.yaml"], work, timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return work, cfg
@@ -56,7 +57,31 @@ def test_metrics_have_every_model_and_target(tiny_run):
                 assert row.text_encoder == "none" and row.text_variant == "none"
             else:
                 assert row.text_encoder == "minilm" and row.text_variant == "all"
-    assert set(m.split) == {"train", "val", "test"}
+    assert set(m.split) == {"train", "val", "test", "zeroshot"}
+
+
+def test_zero_shot_rows_score_the_unseen_set(tiny_run):
+    work, cfg = tiny_run
+    m = pd.read_csv(work / "results/metrics.csv")
+    zs = m[m.split == "zeroshot"]
+    # perovskites provide only formation energy: one row per model for that target, none for band gap
+    assert set(zs.dataset) == {"perovskites"} and set(zs.train_dataset) == {"mp"}
+    assert set(zs.target) == {"formation_energy_per_atom"}
+    assert set(zs.model) == set(cfg["training"]["models"])
+    assert (zs.n + zs.n_missing == cfg["datasets"]["perovskites"]["subset"]).all()
+    train_ids = set(pd.read_parquet(work / "results/data/mp/entries.parquet").material_id)
+    perov_ids = set(pd.read_parquet(work / "results/data/perovskites/entries.parquet").material_id)
+    assert not train_ids & perov_ids
+
+
+def test_tables_are_built(tiny_run):
+    work, _ = tiny_run
+    text = (work / "results/tables/all.md").read_text()
+    for title in ("MatMMFuse", "CrysMMNet", "CroMEL"):
+        assert title in text
+    assert "zero-shot" in (work / "results/tables/matmmfuse.md").read_text()
+    cromel = (work / "results/tables/cromel.md").read_text()
+    assert "composition+cromel" in cromel and "| composition |" in cromel
 
 
 def test_outputs_exist_and_are_consistent(tiny_run):

@@ -266,6 +266,63 @@ class ResourcesConfig(_Strict):
     embed_gpu: int = 0
 
 
+class CromelConfig(_Strict):
+    """Settings of the CroMEL branch (defaults: CPU-cheap; see ``paper_scale()``)."""
+
+    dataset: str = Field("mp", description="Training dataset whose train-split structures are the source.")
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    # source (structures)
+    source_target: str = Field("formation_energy_per_atom", description="Entries column used as the source target.")
+    n_source: int | None = Field(2000, ge=10, description="Seeded subset of train-split entries (None = all).")
+    source_val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Part of the source subset used for early stopping.")
+    cutoff: float = Field(6.0, gt=0, description="Neighbour radius (Å) of the structure graph.")
+    max_neighbors: int = Field(12, ge=1)
+    gaussian_step: float = Field(0.4, gt=0)
+    struct_hidden: int = Field(64, ge=1)
+    struct_n_conv: int = Field(3, ge=1)
+    latent_dim: int = Field(64, ge=2, description="Shared embedding width (structure and composition).")
+    struct_epochs: int = Field(30, ge=1)
+    struct_lr: float = Field(1e-3, gt=0)
+    struct_patience: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=2)
+    # composition encoder
+    element_dim: int = Field(32, ge=1)
+    element_init: Literal["properties", "random"] = "properties"
+    comp_hidden: int = Field(128, ge=1)
+    stochastic: bool = Field(True, description="Reparameterised noise on the composition latent (training only).")
+    # alignment (WGAN-GP)
+    align_steps: int = Field(1500, ge=1, description="Composition-encoder updates during alignment.")
+    n_critic: int = Field(5, ge=1, description="Critic updates per encoder update.")
+    critic_hidden: int = Field(64, ge=1)
+    gp_weight: float = Field(10.0, ge=0)
+    align_lr: float = Field(2e-4, gt=0)
+    pred_weight: float = Field(1.0, ge=0, description="Weight of the source regression loss on the composition embedding.")
+    # target (experimental enthalpies)
+    exp_path: str | None = Field(None, description="exp_compounds.json.gz; None = the copy shipped with pymatgen.")
+    n_folds: int = Field(5, ge=2)
+    inner_val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    head_hidden: int = Field(64, ge=1)
+    finetune_epochs: int = Field(300, ge=1)
+    finetune_lr: float = Field(5e-4, gt=0)
+    finetune_weight_decay: float = Field(5e-6, ge=0)
+    finetune_batch_size: int = Field(64, ge=2)
+    patience: int = Field(30, ge=1, description="Early stopping on inner-validation MAE.")
+    # execution
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads (None = leave as is).")
+
+    @classmethod
+    def paper_scale(cls, **overrides: Any) -> "CromelConfig":
+        """Settings close to the reference code: all source entries, 300 source epochs, long fine-tuning."""
+        base: dict[str, Any] = dict(
+            n_source=None, struct_epochs=300, struct_patience=300, align_steps=20000,
+            finetune_epochs=1000, patience=1000, finetune_batch_size=32,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+
+
 class Config(_Strict):
     datasets: dict[str, DatasetConfig]
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -280,7 +337,7 @@ class Config(_Strict):
     # No schema default: Snakemake's validate() would set density=None and then descend into the
     # section's nested defaults with None (AttributeError). Omit the section to switch it off.
     density: DensityConfig | None = Field(None, json_schema_extra=lambda schema: schema.pop("default", None) and None)
-    cromel: dict[str, Any] | None = Field(None, description="CroMEL branch (see docs).")
+    cromel: CromelConfig | None = Field(None, description="CroMEL branch (composition encoder taught by a structure encoder).")
 
     @field_validator("datasets", "embeddings")
     @classmethod
@@ -298,6 +355,8 @@ class Config(_Strict):
         for ds in self.training.datasets or []:
             if ds not in self.datasets:
                 raise ValueError(f"training.datasets names {ds!r}, which is not a key of `datasets`")
+        if self.cromel is not None and self.cromel.dataset not in self.datasets:
+            raise ValueError(f"cromel.dataset {self.cromel.dataset!r} is not a key of `datasets`")
         for ev, tr in self.evaluation.zero_shot.items():
             if ev not in self.datasets or tr not in self.datasets:
                 raise ValueError(f"evaluation.zero_shot {ev!r} -> {tr!r}: both must be keys of `datasets`")

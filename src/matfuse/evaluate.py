@@ -20,7 +20,7 @@ METRIC_COLUMNS = [
 ]
 
 _EXP = r"(?P<dataset>[^/]+)/(?P<target>[^/]+)/(?P<model>[^/]+)/(?P<encoder>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)\.parquet$"
-_PRED_RE = re.compile(r"predictions/(?:zeroshot/(?P<evalset>[^/]+)/)?" + _EXP)
+_PRED_RE = re.compile(r"predictions/(?P<zeroshot>zeroshot/)?" + _EXP)
 
 
 def parse_prediction_path(path: str | Path) -> dict[str, Any]:
@@ -30,14 +30,14 @@ def parse_prediction_path(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"not a prediction path: {path}")
     d = m.groupdict()
     return {
-        "dataset": d["evalset"] or d["dataset"],
+        "dataset": d["dataset"],
         "train_dataset": d["dataset"],
         "target": d["target"],
         "model": d["model"],
         "text_encoder": d["encoder"],
         "text_variant": d["variant"],
         "seed": int(d["seed"]),
-        "zero_shot": d["evalset"] is not None,
+        "zero_shot": d["zeroshot"] is not None,
     }
 
 
@@ -53,6 +53,12 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
 
 def metrics_rows(pred: pd.DataFrame, keys: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows per split; zero-shot files (with a ``dataset`` column) give one row per evaluation set."""
+    if "dataset" in pred.columns:
+        rows = []
+        for ds, grp in pred.groupby("dataset", sort=False):
+            rows.extend(metrics_rows(grp.drop(columns="dataset"), {**keys, "dataset": str(ds)}))
+        return rows
     rows = []
     for split, grp in pred.groupby("split", sort=False):
         known = grp["y_true"].notna() & grp["y_pred"].notna()
@@ -61,7 +67,7 @@ def metrics_rows(pred: pd.DataFrame, keys: dict[str, Any]) -> list[dict[str, Any
             log.warning("%s split %s: no entry has a known %s; no metrics", keys["model"], split, keys["target"])
             continue
         m = regression_metrics(grp.loc[known, "y_true"].to_numpy(), grp.loc[known, "y_pred"].to_numpy())
-        split_name = "zeroshot" if keys["zero_shot"] and split == "all" else str(split)
+        split_name = "zeroshot" if keys["zero_shot"] else str(split)
         rows.append({**{k: v for k, v in keys.items() if k != "zero_shot"}, "split": split_name,
                      "n": int(known.sum()), "n_missing": n_missing, **m})
     return rows

@@ -6,7 +6,8 @@ from snakemake.utils import validate
 
 from matfuse.config import GRAPH_MODELS, TEXT_MODELS, load_config
 
-validate(config, schema="../schemas/config.schema.json")
+# Defaults come from the typed config (set_default would merge every source kind's defaults).
+validate(config, schema="../schemas/config.schema.json", set_default=False)
 CFG = load_config(config)
 
 # Offline by default: Hugging Face loads only from local paths/caches unless the user says otherwise.
@@ -30,7 +31,6 @@ if MP_KEY_VARS:
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    evalset="|".join(DATASETS),
     shard=r"\d+",
     encoder=r"[A-Za-z0-9_.]+",
     variant="all|key|single|none",
@@ -69,14 +69,27 @@ EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}"
 
 def prediction_files():
     files = [f"results/predictions/{EXP}.parquet".format(**e) for e in experiments()]
-    for eval_ds, train_ds in CFG.evaluation.zero_shot.items():
-        provided = set(CFG.datasets[eval_ds].target_names())
-        for e in experiments():
-            if e["dataset"] == train_ds and e["target"] in provided:
-                files.append(
-                    f"results/predictions/zeroshot/{eval_ds}/{EXP}.parquet".format(**e)
-                )
+    for e in experiments():
+        if zeroshot_sets(e["dataset"], e["target"]):
+            files.append(f"results/predictions/zeroshot/{EXP}.parquet".format(**e))
     return files
+
+
+def zeroshot_sets(train_dataset, target):
+    """Evaluation datasets that score models of `train_dataset` and provide `target`."""
+    return [
+        ev
+        for ev, tr in CFG.evaluation.zero_shot.items()
+        if tr == train_dataset and target in CFG.datasets[ev].target_names()
+    ]
+
+
+def zeroshot_inputs(wildcards):
+    inputs = {}
+    for ev in zeroshot_sets(wildcards.dataset, wildcards.target):
+        for kind, path in model_inputs(wildcards, dataset=ev).items():
+            inputs[f"{ev}__{kind}"] = path
+    return inputs
 
 
 def parity_plots():

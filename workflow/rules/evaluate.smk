@@ -26,9 +26,9 @@ rule metrics:
         predictions=prediction_files(),
         rejects=reject_files(),
     output:
-        metrics="results/metrics.csv",
+        metrics=report("results/metrics.csv", caption="../report/metrics.rst", category="Metrics"),
         rejects="results/rejects.csv",
-        plots=parity_plots(),
+        plots=[report(p, caption="../report/parity.rst", category="Parity plots") for p in parity_plots()],
     log:
         "logs/metrics.log",
     params:
@@ -46,13 +46,14 @@ localrules:
 
 rule predict_zeroshot:
     input:
-        unpack(lambda wc: model_inputs(wc, dataset=wc.evalset)),
+        unpack(zeroshot_inputs),
         model="results/models/" + EXP + "/model.pt",
     output:
-        predictions="results/predictions/zeroshot/{evalset}/" + EXP + ".parquet",
+        predictions="results/predictions/zeroshot/" + EXP + ".parquet",
     log:
-        "logs/predict_zeroshot/{evalset}/" + EXP + ".log",
+        "logs/predict_zeroshot/" + EXP + ".log",
     params:
+        evalsets=lambda wc: zeroshot_sets(wc.dataset, wc.target),
         device=CFG.training.device,
     threads: CFG.resources.train_threads
     resources:
@@ -60,4 +61,4 @@ rule predict_zeroshot:
         runtime=30,
         gpu=CFG.resources.train_gpu,
     script:
-        "../scripts/predict.py"
+        "../scripts/predict_zeroshot.py"

@@ -106,24 +106,22 @@ def parse_composition(formula: str) -> dict[int, float]:
     Raises ``ValueError`` naming the formula when it cannot be parsed, is empty, has
     non-positive amounts or contains an element beyond Lr (Z > 103).
     """
-    from pymatgen.core import Composition
+    from pymatgen.core import Composition, Element
 
     try:
         comp = Composition(formula)
+        amounts = {Element(el).Z: float(amt) for el, amt in comp.get_el_amt_dict().items()}
     except Exception as exc:  # pymatgen raises several types
         raise ValueError(f"formula {formula!r}: cannot parse ({exc})") from exc
-    if comp.num_atoms <= 0 or len(comp) == 0:
+    if not amounts:
         raise ValueError(f"formula {formula!r}: empty composition")
     out: dict[int, float] = {}
-    for el, amount in comp.get_el_amt_dict().items():
-        from pymatgen.core import Element
-
-        z = Element(el).Z
+    for z, amount in amounts.items():
         if z > MAX_Z:
-            raise ValueError(f"formula {formula!r}: element {el} (Z={z}) beyond Z={MAX_Z}")
-        if amount <= 0:
-            raise ValueError(f"formula {formula!r}: non-positive amount of {el}")
-        out[z] = out.get(z, 0.0) + float(amount)
+            raise ValueError(f"formula {formula!r}: element Z={z} beyond Z={MAX_Z}")
+        if not amount > 0:
+            raise ValueError(f"formula {formula!r}: non-positive amount of element Z={z}")
+        out[z] = amount
     total = sum(out.values())
     return {z: a / total for z, a in out.items()}
 
@@ -180,6 +178,8 @@ class CompositionEncoder(nn.Module):
         stochastic: add ``softplus``-scaled Gaussian noise to the latent in training mode
             (the reparameterised generator of the CroMEL code); evaluation is deterministic.
         seed: seeds the random part of the initialisation.
+        noise_bias: initial bias of the noise-scale layer (``softplus(noise_bias)`` is the
+            initial noise std).
     """
 
     def __init__(
@@ -191,6 +191,7 @@ class CompositionEncoder(nn.Module):
         freeze_elements: bool = False,
         stochastic: bool = True,
         seed: int = 0,
+        noise_bias: float = -4.0,
     ) -> None:
         super().__init__()
         if element_init not in ("properties", "random"):
@@ -203,6 +204,7 @@ class CompositionEncoder(nn.Module):
             freeze_elements=freeze_elements,
             stochastic=stochastic,
             seed=seed,
+            noise_bias=noise_bias,
         )
         gen = torch.Generator().manual_seed(seed)
         weight = torch.randn(MAX_Z + 1, element_dim, generator=gen) * 0.1
@@ -221,7 +223,12 @@ class CompositionEncoder(nn.Module):
             nn.Linear(hidden_dim, latent_dim),
             nn.PReLU(),
         )
-        self.log_std = nn.Sequential(nn.Linear(latent_dim, latent_dim), nn.Softplus()) if stochastic else None
+        self.log_std: nn.Sequential | None = None
+        if stochastic:
+            self.log_std = nn.Sequential(nn.Linear(latent_dim, latent_dim), nn.Softplus())
+            # start with small noise (softplus(-4) ~ 0.018): structure embeddings are unit
+            # vectors, and noise of std ~0.7 per dimension would swamp them at the start
+            nn.init.constant_(self.log_std[0].bias, noise_bias)
 
     @property
     def latent_dim(self) -> int:
