@@ -1,6 +1,7 @@
 # Configuration validation, typed config and the helpers that list each stage's outputs.
 
 import os
+import re
 
 from snakemake.utils import validate
 
@@ -130,3 +131,30 @@ def reject_files():
         if models & GRAPH_MODELS:
             files.append(f"results/graphs/{ds}/rejects.parquet")
     return files
+
+
+from matfuse.sources.jarvis import store_zip_path
+
+# JARVIS figshare zips packed from local record files: {zip path: records file}.
+JARVIS_STORES = {
+    str(store_zip_path(ds.source.store_dir, ds.source.dataset)): (ds.source.local_subset, ds.source.dataset)
+    for ds in CFG.datasets.values()
+    if ds.source.kind == "jarvis" and ds.source.local_subset
+}
+
+
+def ingest_inputs(wildcards):
+    src = CFG.datasets[wildcards.dataset].source
+    if src.kind == "jarvis" and src.local_subset:
+        return {"store": str(store_zip_path(src.store_dir, src.dataset))}
+    return {}
+
+
+def cromel_files():
+    if CFG.cromel is None:
+        return []
+    return [f"results/cromel/{CFG.cromel.dataset}/seed{s}/metrics.csv" for s in CFG.cromel.seeds]
+
+
+wildcard_constraints:
+    store_zip="|".join(re.escape(p) for p in JARVIS_STORES) or "(?!x)x",

@@ -1,106 +1,22 @@
 # Charge-density (ECD) branch (Massa et al., arXiv 2401.09301): optional labelling of local
 # densities by structure matching -> stable-FCC selection and its splits -> pyrho regrid + (111)
 # slices -> ecd_cnn / ecd_inception / ecd_text -> predictions (metrics rows) -> Table 6.
-# Result names: ECD = "{dataset}-ecd_{kind}" (dataset names cannot contain '-'). See docs/density.md.
+# Result names: "{dataset}-ecd_{kind}" (dataset names cannot contain '-'). See docs/density.md.
+# File lists and input functions live in matfuse.density.workflow.
+
+from functools import partial
+
+import matfuse.density.workflow as dwf
 
 DENSITY = CFG.density
-ECD = "{dataset}-ecd_{kind}"
-ECD_EXP = ECD + "/{target}/{model}/{encoder}/{variant}/seed{seed}"
 MATCH_DATASETS = list(DENSITY.match) if DENSITY is not None else []
-
-
-def match_file(dataset, name):
-    return f"results/density/{dataset}/match/{name}"
-
-
-def _check_density_config():
-    """Cross-references the typed config cannot check on its own (clear errors at parse time)."""
-    if DENSITY is None:
-        return
-    for ds, src in DENSITY.datasets.items():
-        if ds not in CFG.datasets:
-            raise ValueError(f"density.datasets names {ds!r}, which is not a key of `datasets` (its entries give the targets)")
-        if ds in DENSITY.match and src.kind == "local" and src.manifest != match_file(ds, "manifest.csv"):
-            raise ValueError(f"density.datasets.{ds}.manifest must be {match_file(ds, 'manifest.csv')} (density.match.{ds} writes it)")
-    for ds in DENSITY.match:
-        src = CFG.datasets.get(ds)
-        if src is None or src.source.kind != "table" or src.source.path != match_file(ds, "table.csv"):
-            raise ValueError(f"density.match.{ds} needs datasets.{ds}.source = table with path {match_file(ds, 'table.csv')}")
-    if "ecd_text" in DENSITY.models:
-        for enc in DENSITY.encoders:
-            if enc not in CFG.embeddings:
-                raise ValueError(f"density.encoders names {enc!r}, which is not a key of `embeddings`")
-
-
-_check_density_config()
-
-
-def density_experiments():
-    """Every (dataset, kind, target, model, encoder, variant, seed) the density section asks for."""
-    if DENSITY is None:
-        return []
-    out = []
-    for ds in DENSITY.datasets:
-        for kind in DENSITY.kinds:
-            for target in DENSITY.train_targets():
-                for model in DENSITY.models:
-                    if model == "ecd_text":
-                        texts = [(e, v) for e in DENSITY.encoders for v in DENSITY.text_variants]
-                    else:
-                        texts = [(NONE, NONE)]
-                    for enc, var in texts:
-                        for seed in DENSITY.seeds:
-                            out.append(dict(dataset=ds, kind=kind, target=target, model=model, encoder=enc, variant=var, seed=seed))
-    return out
-
-
-def density_prediction_files():
-    """ECD prediction Parquets for the metrics rule (empty without a `density` section)."""
-    return [f"results/predictions/{ECD_EXP}.parquet".format(**e) for e in density_experiments()]
-
-
-def density_reject_files():
-    """Rejects of the density stages (matching, selection, regrid/slice), for the rejects summary."""
-    if DENSITY is None:
-        return []
-    files = [match_file(ds, "rejects.parquet") for ds in DENSITY.match]
-    for ds in DENSITY.datasets:
-        files.append(f"results/density/{ds}/selection_rejects.parquet")
-        files += [f"results/density/{ECD}/rejects.parquet".format(dataset=ds, kind=k) for k in DENSITY.kinds]
-    return files
-
-
-def density_tables():
-    return ["results/tables/massa_table6.md"] if DENSITY is not None else []
-
-
-def density_ids(wildcards):
-    """The densities to build: the selection (or every entry when selection is off)."""
-    if DENSITY.selection.enabled:
-        return f"results/density/{wildcards.dataset}/selection.parquet"
-    return f"results/data/{wildcards.dataset}/entries.parquet"
-
-
-def density_inputs(wildcards):
-    inputs = {"ids": density_ids(wildcards)}
-    src = DENSITY.datasets[wildcards.dataset]
-    if src.kind == "local":
-        inputs["manifest"] = src.manifest
-    return inputs
-
-
-def ecd_train_inputs(wildcards):
-    inputs = {
-        "slices": f"results/density/{ECD}/slices.parquet".format(dataset=wildcards.dataset, kind=wildcards.kind),
-        "entries": f"results/data/{wildcards.dataset}/entries.parquet",
-        "splits": f"results/density/{wildcards.dataset}/splits.json",
-    }
-    if wildcards.model == "ecd_text":
-        inputs["embeddings"] = embedding_file(wildcards.dataset, wildcards.encoder, wildcards.variant)
-    return inputs
-
-
 DENSITY_KEY_VARS = sorted({s.api_key_env for s in DENSITY.datasets.values() if s.kind == "mp"}) if DENSITY else []
+dwf.check_config(CFG)
+
+# For the metrics rule (lazily, e.g. `predictions=lambda wc: prediction_files() + density_prediction_files()`).
+density_prediction_files = partial(dwf.prediction_files, CFG)
+density_reject_files = partial(dwf.reject_files, CFG)
+
 if DENSITY_KEY_VARS:
 
     envvars:
@@ -114,10 +30,10 @@ if DENSITY is not None:
 
     rule density_match:
         output:
-            table=match_file("{dataset}", "table.csv"),
-            manifest=match_file("{dataset}", "manifest.csv"),
-            rejects=match_file("{dataset}", "rejects.parquet"),
-            summary=match_file("{dataset}", "summary.json"),
+            table="results/density/{dataset}/match/table.csv",
+            manifest="results/density/{dataset}/match/manifest.csv",
+            rejects="results/density/{dataset}/match/rejects.parquet",
+            summary="results/density/{dataset}/match/summary.json",
         log:
             "logs/density/match/{dataset}.log",
         params:
@@ -133,7 +49,7 @@ if DENSITY is not None:
     # The matched table is a workflow output: ingest it with the table as a declared input.
     use rule ingest as density_ingest_matched with:
         input:
-            table=match_file("{dataset}", "table.csv"),
+            table="results/density/{dataset}/match/table.csv",
         wildcard_constraints:
             dataset="|".join(MATCH_DATASETS) or "(?!x)x",
 
@@ -159,15 +75,15 @@ if DENSITY is not None:
 
     rule density_images:
         input:
-            unpack(density_inputs),
+            unpack(partial(dwf.images_inputs, CFG)),
         output:
-            slices="results/density/" + ECD + "/slices.parquet",
-            rejects="results/density/" + ECD + "/rejects.parquet",
-            summary="results/density/" + ECD + "/summary.json",
+            slices="results/density/{dataset}-ecd_{kind}/slices.parquet",
+            rejects="results/density/{dataset}-ecd_{kind}/rejects.parquet",
+            summary="results/density/{dataset}-ecd_{kind}/summary.json",
         log:
-            "logs/density/images/" + ECD + ".log",
+            "logs/density/images/{dataset}-ecd_{kind}.log",
         benchmark:
-            "benchmarks/density/images/" + ECD + ".tsv"
+            "benchmarks/density/images/{dataset}-ecd_{kind}.tsv"
         params:
             density=DENSITY.model_dump(),
         resources:
@@ -178,15 +94,15 @@ if DENSITY is not None:
 
     rule density_train:
         input:
-            unpack(ecd_train_inputs),
+            unpack(partial(dwf.train_inputs, CFG)),
         output:
-            checkpoint="results/models/" + ECD_EXP + "/model.pt",
-            metrics="results/models/" + ECD_EXP + "/metrics.json",
-            predictions="results/predictions/" + ECD_EXP + ".parquet",
+            checkpoint="results/models/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
+            metrics="results/models/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}/metrics.json",
+            predictions="results/predictions/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}.parquet",
         log:
-            "logs/density/train/" + ECD_EXP + ".log",
+            "logs/density/train/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
         benchmark:
-            "benchmarks/density/train/" + ECD_EXP + ".tsv"
+            "benchmarks/density/train/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}.tsv"
         params:
             density=DENSITY.model_dump(),
         wildcard_constraints:

@@ -19,6 +19,8 @@ rule embed:
         mem_mb=CFG.resources.embed_mem_mb,
         runtime=CFG.resources.embed_runtime_min,
         gpu=CFG.resources.embed_gpu,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/embed.py"
 
@@ -38,5 +40,7 @@ rule graphs:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/graphs.py"

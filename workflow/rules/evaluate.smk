@@ -5,11 +5,11 @@ rule predict:
     input:
         unpack(model_inputs),
         splits="results/splits/{dataset}/splits.json",
-        model="results/models/" + EXP + "/model.pt",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
     output:
-        predictions="results/predictions/" + EXP + ".parquet",
+        predictions="results/predictions/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.parquet",
     log:
-        "logs/predict/" + EXP + ".log",
+        "logs/predict/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
     params:
         device=CFG.training.device,
     threads: CFG.resources.train_threads
@@ -17,6 +17,8 @@ rule predict:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=30,
         gpu=CFG.resources.train_gpu,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/predict.py"
 
@@ -36,6 +38,8 @@ rule metrics:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/metrics.py"
 
@@ -47,11 +51,11 @@ localrules:
 rule predict_zeroshot:
     input:
         unpack(zeroshot_inputs),
-        model="results/models/" + EXP + "/model.pt",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
     output:
-        predictions="results/predictions/zeroshot/" + EXP + ".parquet",
+        predictions="results/predictions/zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.parquet",
     log:
-        "logs/predict_zeroshot/" + EXP + ".log",
+        "logs/predict_zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
     params:
         evalsets=lambda wc: zeroshot_sets(wc.dataset, wc.target),
         device=CFG.training.device,
@@ -60,5 +64,7 @@ rule predict_zeroshot:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=30,
         gpu=CFG.resources.train_gpu,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/predict_zeroshot.py"

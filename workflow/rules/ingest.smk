@@ -1,25 +1,6 @@
 # Ingest a source into the canonical entry table (+ rejects), then write the split manifest.
 
 
-import re
-
-from matfuse.sources.jarvis import store_zip_path
-
-# JARVIS figshare zips packed from local record files: {zip path: records file}.
-JARVIS_STORES = {
-    str(store_zip_path(ds.source.store_dir, ds.source.dataset)): (ds.source.local_subset, ds.source.dataset)
-    for ds in CFG.datasets.values()
-    if ds.source.kind == "jarvis" and ds.source.local_subset
-}
-
-
-def ingest_inputs(wildcards):
-    src = CFG.datasets[wildcards.dataset].source
-    if src.kind == "jarvis" and src.local_subset:
-        return {"store": str(store_zip_path(src.store_dir, src.dataset))}
-    return {}
-
-
 rule ingest:
     input:
         unpack(ingest_inputs),
@@ -35,6 +16,8 @@ rule ingest:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/ingest.py"
 
@@ -51,6 +34,8 @@ rule split:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/split.py"
 
@@ -67,9 +52,7 @@ rule jarvis_local_store:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/jarvis_store.py"
-
-
-wildcard_constraints:
-    store_zip="|".join(re.escape(p) for p in JARVIS_STORES) or "(?!x)x",

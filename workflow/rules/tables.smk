@@ -1,12 +1,6 @@
 # CroMEL (composition encoder taught by a structure encoder) and the paper-style tables.
 
 
-def cromel_files():
-    if CFG.cromel is None:
-        return []
-    return [f"results/cromel/{CFG.cromel.dataset}/seed{s}/metrics.csv" for s in CFG.cromel.seeds]
-
-
 rule cromel:
     input:
         entries="results/data/{dataset}/entries.parquet",
@@ -25,6 +19,8 @@ rule cromel:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.train_runtime_min,
         gpu=CFG.resources.train_gpu,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/cromel.py"
 
@@ -43,6 +39,8 @@ rule tables:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/tables.py"
 

@@ -17,6 +17,8 @@ rule describe:
     resources:
         mem_mb=CFG.resources.describe_mem_mb,
         runtime=CFG.resources.describe_runtime_min,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/describe.py"
 
@@ -32,5 +34,7 @@ rule merge_texts:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/merge_texts.py"

@@ -6,13 +6,13 @@ rule train:
         unpack(model_inputs),
         splits="results/splits/{dataset}/splits.json",
     output:
-        model="results/models/" + EXP + "/model.pt",
-        config="results/models/" + EXP + "/config.json",
-        history="results/models/" + EXP + "/history.csv",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
+        config="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/config.json",
+        history="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/history.csv",
     log:
-        "logs/train/" + EXP + ".log",
+        "logs/train/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
     benchmark:
-        "benchmarks/train/" + EXP + ".tsv"
+        "benchmarks/train/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.tsv"
     params:
         training=CFG.training.model_dump(),
         graph=CFG.graph.model_dump(),
@@ -21,5 +21,7 @@ rule train:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.train_runtime_min,
         gpu=CFG.resources.train_gpu,
+    conda:
+        "../../envs/matfuse.yaml"
     script:
         "../scripts/train.py"

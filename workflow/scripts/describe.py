@@ -6,7 +6,7 @@ file as ``__mp_main__``; the guard keeps them from re-running the stage.
 
 from matfuse.config import TextConfig
 from matfuse.io import setup_logging
-from matfuse.text.describe import describe_shard
+from matfuse.text.describe import describe_shard, shutdown_workers
 
 
 def main(smk) -> None:  # noqa: ANN001
@@ -20,6 +20,7 @@ def main(smk) -> None:  # noqa: ANN001
         cfg.cache_dir,
         cfg,
     )
+    shutdown_workers()
 
 
 if __name__ == "__main__":

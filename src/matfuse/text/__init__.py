@@ -1,0 +1,10 @@
+"""Robocrystallographer text stage.
+
+- :mod:`matfuse.text.describe`: :func:`~matfuse.text.describe.describe_shard`,
+  :func:`~matfuse.text.describe.merge_texts` (sharded, cached, no robocrys import on cache hits).
+- :mod:`matfuse.text.robocrys_text`: the three variants (``all`` / ``key`` / ``single``).
+- :mod:`matfuse.text.mineral`: exact prefilters for robocrys mineral matching.
+- :mod:`matfuse.text.cache`: per-structure text cache.
+
+Submodules are imported on demand (importing robocrys takes ~20 s).
+"""

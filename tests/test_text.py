@@ -1,0 +1,168 @@
+"""Robocrystallographer text stage: variants, fast == stock mineral matching, cache, failures, merge.
+
+Real small MP structures (rocksalt BaTe, perovskite CaFeO3, CsCl-type SiOs, layered Hf2S) plus a
+disordered structure robocrys cannot describe. robocrys runs in the stage's seeded worker
+pool (one import, reused by every test); this process never imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pandas as pd
+import pytest
+
+from matfuse.config import TextConfig
+from matfuse.structures import dump_structure, parse_structure, structure_hash
+from matfuse.text.describe import describe_shard, merge_texts, seeded_pool, shard_of, submit_seeded
+
+IDS = ["mp-1000", "mp-1001571", "mp-10015", "mp-10000"]  # BaTe, CaFeO3, SiOs, Hf2S
+BAD_ID = "bad-disordered"
+
+
+@pytest.fixture(scope="module")
+def structures(mp_rows):
+    rows = mp_rows.set_index("material_id").loc[IDS]
+    return {mid: parse_structure(cif, "cif") for mid, cif in rows["cif"].items()}
+
+
+@pytest.fixture(scope="module")
+def entries_path(structures, tmp_path_factory):
+    from pymatgen.core import Lattice, Structure
+
+    bad = Structure(Lattice.cubic(4.0), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    recs = [
+        {"material_id": mid, "structure": dump_structure(s), "structure_hash": structure_hash(s)}
+        for mid, s in {**structures, BAD_ID: bad}.items()
+    ]
+    path = tmp_path_factory.mktemp("entries") / "entries.parquet"
+    pd.DataFrame(recs).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run1(entries_path, tmp_path_factory):
+    """First run: one shard, in-process, empty cache."""
+    d = tmp_path_factory.mktemp("run1")
+    cfg = TextConfig(cache_dir=str(d / "cache"))
+    describe_shard(entries_path, d / "shard0.parquet", 0, 1, cfg.cache_dir, cfg)
+    return d, pd.read_parquet(d / "shard0.parquet").set_index("material_id")
+
+
+def test_shard_rows_and_failure_reason(run1):
+    _, df = run1
+    assert sorted(df.index) == sorted(IDS + [BAD_ID])
+    assert list(df.columns) == ["text_all", "text_key", "text_single", "status", "error", "seconds", "cached"]
+    assert (df.loc[IDS, "status"] == "ok").all() and df.loc[IDS, "error"].isna().all()
+    assert not df["cached"].any()
+    bad = df.loc[BAD_ID]
+    assert bad["status"] == "failed" and bad["text_all"] is None
+    assert "ValueError" in bad["error"] and "majority species" in bad["error"]
+
+
+def test_variants_nested(run1, structures):
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    _, df = run1
+    for mid in IDS:
+        a, k, s = df.loc[mid, ["text_all", "text_key", "text_single"]]
+        spg = SpacegroupAnalyzer(structures[mid], symprec=0.01).get_space_group_symbol()
+        # single: exactly one sentence, formula + space group, no bonding detail
+        assert s.count(". ") == 0 and s.endswith("space group.") and spg in s
+        assert "bond" not in s
+        # key = single + bond-length sentences, each of which occurs in all
+        assert k.startswith(s) and a.startswith(s)
+        bond_part = k[len(s):].strip()
+        sentences = re.split(r"(?<=\.) (?=[A-Z])", bond_part)
+        assert sentences and sentences[0], f"{mid}: key has no bond-length sentence: {k!r}"
+        for sent in sentences:
+            assert re.fullmatch(r"(The|All|Both|There) .*bond (length|lengths|distances)\b.*\.", sent), sent
+            assert "Å" in sent and sent in a
+        assert len(s) < len(k) < len(a)
+        assert " is bonded " in a and " is bonded " not in k  # coordination prose only in all
+
+
+def test_known_minerals_named(run1):
+    _, df = run1
+    assert "Halite" in df.loc["mp-1000", "text_single"]  # BaTe: rocksalt
+    assert "Perovskite" in df.loc["mp-1001571", "text_single"]  # CaFeO3
+
+
+@pytest.mark.slow
+def test_fast_matching_equals_stock_robocrys(run1, structures):
+    """Our texts (fast mineral matching, shared offline namer) == untouched robocrys defaults,
+    both computed in the seeded worker (same PYTHONHASHSEED, as robocrys' wording depends on it)."""
+    from matfuse.text.robocrys_text import mineral_prefilter_stats, stock_description
+
+    _, df = run1
+    pool = seeded_pool(1)
+    futures = {mid: submit_seeded(pool, stock_description, structures[mid]) for mid in IDS}
+    for mid, fut in futures.items():
+        assert df.loc[mid, "text_all"] == fut.result(), mid
+    stats = submit_seeded(pool, mineral_prefilter_stats).result()
+    assert stats["pairs"] > 0 and stats["skipped"] > 0 and stats["fallback"] == 0
+
+
+def test_cache_hit_does_no_robocrys_work(run1, entries_path, caplog):
+    d, df1 = run1
+    cfg = TextConfig(cache_dir=str(d / "cache"))
+    with caplog.at_level(logging.INFO, logger="matfuse.text.describe"):
+        describe_shard(entries_path, d / "again.parquet", 0, 1, cfg.cache_dir, cfg)
+    df2 = pd.read_parquet(d / "again.parquet").set_index("material_id")
+    assert df2.loc[IDS, "cached"].all()
+    assert (df2.loc[IDS, "seconds"] < 0.5).all()
+    pd.testing.assert_frame_equal(df2.loc[IDS, ["text_all", "text_key", "text_single"]],
+                                  df1.loc[IDS, ["text_all", "text_key", "text_single"]])
+    # only the failed structure goes back to robocrys (failures are not cached)
+    assert f"cache: {len(IDS)} hits, 1 structures to describe" in caplog.text
+    assert df2.loc[BAD_ID, "status"] == "failed" and not df2.loc[BAD_ID, "cached"]
+    assert len(list((d / "cache").rglob("*.json"))) == len(IDS)
+
+
+def test_shards_partition_and_merge(run1, entries_path, tmp_path):
+    d, df1 = run1
+    cfg = TextConfig(cache_dir=str(d / "cache"))
+    paths = [tmp_path / f"{i}.parquet" for i in range(3)]
+    for i, p in enumerate(paths):
+        describe_shard(entries_path, p, i, 3, cfg.cache_dir, cfg)
+    parts = [pd.read_parquet(p) for p in paths]
+    ids = [m for part in parts for m in part["material_id"]]
+    assert sorted(ids) == sorted(IDS + [BAD_ID])  # every entry in exactly one shard
+    ent = pd.read_parquet(entries_path)
+    for i, part in enumerate(parts):
+        hashes = ent.set_index("material_id").loc[list(part["material_id"]), "structure_hash"]
+        assert all(shard_of(h, 3) == i for h in hashes)
+
+    texts = merge_texts(paths, tmp_path / "texts.parquet", tmp_path / "rejects.parquet")
+    rejects = pd.read_parquet(tmp_path / "rejects.parquet")
+    on_disk = pd.read_parquet(tmp_path / "texts.parquet")
+    assert list(on_disk.columns) == ["material_id", "text_all", "text_key", "text_single"]
+    assert sorted(on_disk["material_id"]) == sorted(IDS) and len(texts) == len(IDS)
+    assert list(rejects.columns) == ["material_id", "stage", "reason"]
+    assert rejects.to_dict("records") == [
+        {"material_id": BAD_ID, "stage": "describe", "reason": df1.loc[BAD_ID, "error"]}
+    ]
+    assert on_disk.set_index("material_id").loc[IDS, "text_all"].equals(df1.loc[IDS, "text_all"])
+
+
+def test_timeout_recorded(run1, entries_path, tmp_path):
+    """A tiny time limit fails every structure with a recorded reason and caches nothing."""
+    cfg = TextConfig(cache_dir=str(tmp_path / "c1"), timeout_s=1e-4)
+    describe_shard(entries_path, tmp_path / "t.parquet", 0, 1, cfg.cache_dir, cfg)
+    t = pd.read_parquet(tmp_path / "t.parquet").set_index("material_id")
+    assert (t.loc[IDS, "status"] == "failed").all()
+    assert t.loc[IDS, "error"].str.startswith("timeout").all()
+    assert not any((tmp_path / "c1").rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_worker_pool_same_texts(run1, entries_path, tmp_path):
+    _, df1 = run1
+    cfg = TextConfig(cache_dir=str(tmp_path / "c2"), workers_per_shard=2)
+    describe_shard(entries_path, tmp_path / "p.parquet", 0, 1, cfg.cache_dir, cfg)
+    p = pd.read_parquet(tmp_path / "p.parquet").set_index("material_id")
+    cols = ["text_all", "text_key", "text_single"]
+    assert p.loc[IDS, cols].equals(df1.loc[IDS, cols])
+    assert p.loc[BAD_ID, "status"] == "failed"
+    assert len(list((tmp_path / "c2").rglob("*.json"))) == len(IDS)
