@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup run test bench lint schema clean
+.PHONY: setup run test tables lint schema clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -v
+
+tables: setup
+	$(BIN)/snakemake --cores $(CORES) results/tables/all.md --configfile config/tables.yaml
 
 lint: setup
 	$(BIN)/snakemake --lint
