@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
     "dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "split",
-    "n", "n_missing", "mae", "rmse", "r2",
+    "n", "n_missing", "mae", "rmse", "r2", "density_kind", "pretrained",
 ]
+#: Constant columns of a predictions file carried into its metrics rows (ECD models).
+CARRIED = ("density_kind", "pretrained")
 
 _EXP = r"(?P<dataset>[^/]+)/(?P<target>[^/]+)/(?P<model>[^/]+)/(?P<encoder>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)\.parquet$"
 _PRED_RE = re.compile(r"predictions/(?P<zeroshot>zeroshot/)?" + _EXP)
@@ -68,7 +70,8 @@ def metrics_rows(pred: pd.DataFrame, keys: dict[str, Any]) -> list[dict[str, Any
             continue
         m = regression_metrics(grp.loc[known, "y_true"].to_numpy(), grp.loc[known, "y_pred"].to_numpy())
         split_name = "zeroshot" if keys["zero_shot"] else str(split)
-        rows.append({**{k: v for k, v in keys.items() if k != "zero_shot"}, "split": split_name,
+        rows.append({**{k: v for k, v in keys.items() if k != "zero_shot" and k not in CARRIED},
+                     **{k: keys.get(k) for k in CARRIED}, "split": split_name,
                      "n": int(known.sum()), "n_missing": n_missing, **m})
     return rows
 
@@ -114,6 +117,8 @@ def write_metrics(
     for path in prediction_paths:
         keys = parse_prediction_path(path)
         pred = pd.read_parquet(path)
+        for col in CARRIED:
+            keys[col] = pred[col].iloc[0] if col in pred.columns and len(pred) else None
         rows.extend(metrics_rows(pred, keys))
         if not keys["zero_shot"]:
             label = keys["model"] if keys["text_encoder"] == "none" else f"{keys['text_encoder']}/{keys['text_variant']}"

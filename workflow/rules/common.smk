@@ -144,9 +144,12 @@ JARVIS_STORES = {
 
 
 def ingest_inputs(wildcards):
+    """The source's local files, so that a changed table or store re-runs the ingest."""
     src = CFG.datasets[wildcards.dataset].source
     if src.kind == "jarvis" and src.local_subset:
         return {"store": str(store_zip_path(src.store_dir, src.dataset))}
+    if src.kind == "table":
+        return {"table": src.path}
     return {}
 
 

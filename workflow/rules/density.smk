@@ -43,6 +43,8 @@ if DENSITY is not None:
             runtime=30,
         wildcard_constraints:
             dataset="|".join(MATCH_DATASETS) or "(?!x)x",
+        conda:
+            "../../envs/matfuse.yaml"
         script:
             "../scripts/density_match.py"
 
@@ -70,6 +72,8 @@ if DENSITY is not None:
         resources:
             mem_mb=2000,
             runtime=10,
+        conda:
+            "../../envs/matfuse.yaml"
         script:
             "../scripts/density_select.py"
 
@@ -89,6 +93,8 @@ if DENSITY is not None:
         resources:
             mem_mb=6000,
             runtime=240,
+        conda:
+            "../../envs/matfuse.yaml"
         script:
             "../scripts/density_images.py"
 
@@ -112,6 +118,8 @@ if DENSITY is not None:
             mem_mb=CFG.resources.train_mem_mb,
             runtime=CFG.resources.train_runtime_min,
             gpu=CFG.resources.train_gpu,
+        conda:
+            "../../envs/matfuse.yaml"
         script:
             "../scripts/density_train.py"
 
@@ -126,6 +134,8 @@ if DENSITY is not None:
         resources:
             mem_mb=1000,
             runtime=5,
+        conda:
+            "../../envs/matfuse.yaml"
         script:
             "../scripts/density_table.py"
 

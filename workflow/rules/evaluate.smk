@@ -25,8 +25,9 @@ rule predict:
 
 rule metrics:
     input:
-        predictions=prediction_files(),
-        rejects=reject_files(),
+        # lambdas: density.smk (included later) adds the charge-density results
+        predictions=lambda wc: prediction_files() + density_prediction_files(),
+        rejects=lambda wc: reject_files() + density_reject_files(),
     output:
         metrics=report("results/metrics.csv", caption="../report/metrics.rst", category="Metrics"),
         rejects="results/rejects.csv",

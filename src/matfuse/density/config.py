@@ -1,7 +1,7 @@
-"""Typed configuration of the electron-charge-density (ECD) branch.
+"""Typed configuration of the electron-charge-density (ECD) branch: ``Config.density``.
 
-Not yet wired into :class:`matfuse.config.Config` (whose ``density`` field is still an untyped
-dict); :func:`load_density_config` validates that dict into :class:`DensityConfig`.
+This module must not import :mod:`matfuse.config` (which imports it). Cross-references to the
+rest of the config (encoders, ingest datasets) are checked by ``workflow/rules/density.smk``.
 """
 
 from __future__ import annotations
@@ -75,11 +75,37 @@ class SliceConfig(_Strict):
     order: int = Field(1, ge=0, le=5, description="Spline order of the periodic interpolation (1 = trilinear).")
 
 
+class MatchConfig(_Strict):
+    """Label local densities by matching their structures to a reference table (e.g. MP rows).
+
+    Every ``<scan_dir>/<name>/{CHGCAR,AECCAR0,AECCAR2}[.gz]`` is read (structure header only),
+    compared with the reference rows of the same reduced formula by pymatgen's
+    ``StructureMatcher``; a match gives the entry its reference targets and id (``ref_id``).
+    Writes ``results/density/{dataset}/match/{table.csv,manifest.csv,rejects.parquet}``: the
+    ingest dataset of the same name reads ``table.csv`` (table source), the density source
+    reads ``manifest.csv`` (local source). The densities' DFT settings (functional, U, k-points)
+    may differ from the reference's: the labels are the reference's, not the density's.
+    """
+
+    scan_dir: str = Field(description="Folder of per-calculation sub-folders holding CHGCAR/AECCAR files.")
+    reference: str = Field(description="CSV(.gz) with an id column, a CIF column and target columns.")
+    id_column: str = "material_id"
+    cif_column: str = "cif"
+    targets: list[str] = Field(default_factory=lambda: ["formation_energy_per_atom", "band_gap"])
+    ltol: float = Field(0.2, gt=0)
+    stol: float = Field(0.3, gt=0)
+    angle_tol: float = Field(5.0, gt=0)
+
+
 class SelectionConfig(_Strict):
     """Dataset selection of the paper: stable FCC-lattice (cubic, F-centred) crystals."""
 
     enabled: bool = True
-    e_hull_column: str = "e_above_hull"
+    e_hull_column: str | None = Field(
+        "e_above_hull",
+        description="Entries column with E_above_hull (eV/atom); None = no stability filter (logged "
+        "and stated in selection.json) for datasets that lack it.",
+    )
     e_hull_max: float = Field(0.0, ge=0, description="Keep entries with E_hull <= this (eV/atom).")
     spacegroups: list[int] | None = Field(
         None, description="Allowed space-group numbers; None = the cubic F-centred groups."
@@ -111,6 +137,11 @@ class EcdTrainConfig(_Strict):
     patience: int = Field(10, ge=1)
     augment: bool = Field(True, description="Random flips and 90° rotations of training images.")
     kfold: int | None = Field(None, ge=2, description="k-fold CV over train+val (test untouched); None = off.")
+    recalibrate_bn: bool = Field(
+        False,
+        description="Re-estimate BatchNorm running statistics of the kept model over the training images "
+        "before the final predictions (helps tiny data / few epochs, e.g. random-init InceptionV3).",
+    )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -131,6 +162,21 @@ class DensityConfig(_Strict):
     model: EcdModelConfig = Field(default_factory=EcdModelConfig)
     train: EcdTrainConfig = Field(default_factory=EcdTrainConfig)
     models: list[Literal["ecd_cnn", "ecd_inception", "ecd_text"]] = Field(default_factory=lambda: ["ecd_cnn"])
+    targets: list[str] | None = Field(None, description="Targets to train on; None = selection.targets.")
+    encoders: list[str] = Field(
+        default_factory=lambda: ["minilm"], description="Text encoders (keys of `embeddings`) for ecd_text."
+    )
+    text_variants: list[Literal["all", "key", "single"]] = Field(
+        default_factory=lambda: ["single", "key", "all"], description="Robocrys variants for ecd_text (paper: all three)."
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    match: dict[str, MatchConfig] = Field(
+        default_factory=dict, description="Dataset name -> local densities labelled by structure matching."
+    )
+
+    def train_targets(self) -> list[str]:
+        """Targets the ECD models are trained on."""
+        return list(self.targets if self.targets is not None else self.selection.targets)
 
     @field_validator("grid")
     @classmethod

@@ -151,3 +151,17 @@ def save_preview(image: np.ndarray, path: str | os.PathLike[str], title: str = "
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def scan_vasp_folder(root: str | os.PathLike[str]) -> pd.DataFrame:
+    """Manifest rows for every ``<root>/<material_id>/{CHGCAR,AECCAR0,AECCAR2}[.gz]`` (id = folder name)."""
+    rows = []
+    for sub in sorted(Path(root).iterdir()):
+        if not sub.is_dir():
+            continue
+        for kind in FILE_KINDS:
+            for name in (kind, f"{kind}.gz"):
+                if (sub / name).is_file():
+                    rows.append({"material_id": sub.name, "path": str(sub / name), "kind": kind})
+                    break
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
