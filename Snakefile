@@ -19,6 +19,7 @@ include: "workflow/rules/text.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
 include: "workflow/rules/density.smk"
 
 

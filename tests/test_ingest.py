@@ -213,3 +213,22 @@ def test_chemistry_filters(mp_rows, tmp_path):
     assert set(inc["material_id"]).isdisjoint(exc["material_id"])
     assert len(inc) + len(exc) == len(mp_rows)
     assert (pd.read_parquet(tmp_path / "r2")["stage"] == "filter").sum() == len(inc)
+
+
+def test_zip_members_and_per_atom_targets(shared_data, tmp_path):
+    """The real perov_5 archive: several CSV members, heat of formation per 5-atom cell -> per atom."""
+    cfg = DatasetConfig.model_validate({
+        "source": {"kind": "table", "path": str(shared_data / "perov_5_cdvae/perov_5.zip"),
+                   "members": ["perov_5/val.csv", "perov_5/test.csv"], "id_prefix": "perov-",
+                   "targets": {"formation_energy_per_atom": "heat_all"}, "per_atom": ["formation_energy_per_atom"]},
+        "subset": 30, "subset_seed": 0})
+    from matfuse.sources.table import fetch
+
+    raw = fetch(cfg.source)
+    assert len(raw) == 3787 + 3785
+    entries, rejects = canonicalise(raw, cfg, "perov")
+    assert len(entries) == 30 and entries["material_id"].str.startswith("perov-").all()
+    by_id = raw.drop_duplicates("material_id").set_index("material_id")["formation_energy_per_atom"]
+    for _, row in entries.iterrows():
+        assert row["nsites"] == 5
+        assert math.isclose(row["formation_energy_per_atom"], by_id[row["material_id"]] / 5)

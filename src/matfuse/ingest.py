@@ -79,6 +79,7 @@ def canonicalise(raw: pd.DataFrame, cfg: DatasetConfig, dataset: str) -> tuple[p
     cheap; rows never examined are neither entries nor rejects (the log says how many).
     """
     targets = [c for c in raw.columns if c not in RAW_FIXED]
+    per_atom = set(raw.attrs.get("per_atom", []))
     rejects: list[dict[str, Any]] = []
     order = np.arange(len(raw))
     if cfg.subset is not None:
@@ -135,6 +136,8 @@ def canonicalise(raw: pd.DataFrame, cfg: DatasetConfig, dataset: str) -> tuple[p
                 what = "missing" if (v != v) else f"not finite ({v})"
                 rejects.append({"material_id": mid, "stage": "ingest:target", "reason": f"{t}: {what}; entry kept for other targets"})
                 v = None
+            elif t in per_atom:
+                v = v / len(structure)
             row[t] = v
         sg_num, sg_sym = _spacegroup(structure)
         row.update(
