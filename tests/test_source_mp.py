@@ -229,3 +229,16 @@ def test_no_match_gives_an_empty_table_with_the_contract_columns(server, key):
     df = mp.fetch(MPSource(endpoint=server.url, criteria={"num_sites": [500, 600]}, targets=["band_gap"]))
     assert len(df) == 0
     assert list(df.columns) == ["material_id", "structure", "structure_format", "band_gap", "provenance"]
+
+
+def test_nested_target_fields_are_mapped_to_canonical_names():
+    """k_vrh lives at bulk_modulus.vrh in summary documents; the column is named k_vrh."""
+    from matfuse.sources.mp import docs_to_frame
+
+    docs = [
+        {"material_id": "mp-1", "structure": None, "band_gap": 1.0, "bulk_modulus": {"vrh": 97.5, "voigt": 99.0}},
+        {"material_id": "mp-2", "structure": None, "band_gap": 0.0, "bulk_modulus": None},
+    ]
+    out = docs_to_frame(docs, {"band_gap": "band_gap", "k_vrh": "bulk_modulus.vrh"}, "{}")
+    assert list(out.columns[:5]) == ["material_id", "structure", "structure_format", "band_gap", "k_vrh"]
+    assert out.loc[0, "k_vrh"] == 97.5 and np.isnan(out.loc[1, "k_vrh"])

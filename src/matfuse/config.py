@@ -77,7 +77,11 @@ class MPSource(_Strict):
     )
     targets: list[str] = Field(
         default_factory=lambda: ["formation_energy_per_atom", "band_gap", "efermi"],
-        description="Summary fields kept as targets (canonical names = MP field names).",
+        description="Target names kept (MP summary field names, or names mapped in target_fields).",
+    )
+    target_fields: dict[str, str] = Field(
+        default_factory=lambda: {"k_vrh": "bulk_modulus.vrh", "g_vrh": "shear_modulus.vrh"},
+        description="Target name -> dotted summary field path, for targets nested in documents.",
     )
     endpoint: str | None = Field(None, description="API endpoint; default is mp-api's own.")
     api_key_env: str = "MP_API_KEY"

@@ -105,8 +105,13 @@ def _to_float(value: Any) -> float:
     return out
 
 
-def docs_to_frame(docs: list[Any], targets: list[str], provenance: str) -> pd.DataFrame:
-    """Turn summary documents (models or dicts) into the source contract's raw table."""
+def docs_to_frame(docs: list[Any], targets: list[str] | dict[str, str], provenance: str) -> pd.DataFrame:
+    """Turn summary documents (models or dicts) into the source contract's raw table.
+
+    ``targets`` is a list of field names, or a mapping canonical column -> (dotted) field path.
+    """
+    paths = dict(targets) if isinstance(targets, dict) else {t: t for t in targets}
+    targets = list(paths)
     rows: list[dict[str, Any]] = []
     non_numeric: dict[str, int] = {t: 0 for t in targets}
     for doc in tqdm(docs, desc="mp: converting documents", unit="doc", mininterval=2.0):
@@ -124,7 +129,7 @@ def docs_to_frame(docs: list[Any], targets: list[str], provenance: str) -> pd.Da
             "structure_format": fmt,
         }
         for t in targets:
-            raw = _field_value(doc, t)
+            raw = _field_value(doc, paths[t])
             value = _to_float(raw)
             if raw is not None and math.isnan(value) and not (isinstance(raw, float) and math.isnan(raw)):
                 non_numeric[t] += 1
@@ -154,7 +159,8 @@ def fetch(cfg: MPSource) -> pd.DataFrame:
     from requests.exceptions import RequestException
 
     key = read_api_key(cfg.api_key_env)
-    fields = list(dict.fromkeys(["material_id", "structure", *cfg.targets]))
+    paths = {t: cfg.target_fields.get(t, t) for t in cfg.targets}
+    fields = list(dict.fromkeys(["material_id", "structure", *(p.split(".", 1)[0] for p in paths.values())]))
     criteria = dict(cfg.criteria)
     has_query = any(not k.startswith("_") for k in criteria)
     num_chunks = cfg.num_chunks
@@ -180,7 +186,7 @@ def fetch(cfg: MPSource) -> pd.DataFrame:
             db_version = mpr.db_version or None
             log.info("mp: connected to %s (database version %s)", endpoint, db_version or "unknown")
             summary = mpr.materials.summary
-            unknown = [t for t in cfg.targets if t.split(".", 1)[0] not in summary.available_fields]
+            unknown = [p for p in paths.values() if p.split(".", 1)[0] not in summary.available_fields]
             if unknown:
                 raise MPSourceError(
                     f"source.targets {unknown} are not fields of the Materials Project summary "
@@ -220,7 +226,7 @@ def fetch(cfg: MPSource) -> pd.DataFrame:
     )
     if key in provenance:  # paranoid: e.g. a criterion value that equals the key
         raise MPSourceError("refusing to record provenance that contains the API key")
-    out = docs_to_frame(list(docs), list(cfg.targets), provenance)
+    out = docs_to_frame(list(docs), paths, provenance)
     n_missing = {t: int(out[t].isna().sum()) for t in cfg.targets}
     log.info("mp: %d rows; missing target values per target: %s", len(out), n_missing)
     return out
