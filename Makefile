@@ -20,7 +20,9 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/snakemake --cores $(CORES) results/metrics.csv
 
+# As root, also installs single-node SLURM + munge (Debian packages) for tests/test_slurm.py.
 test: setup
+	@if [ "$$(id -u)" = "0" ]; then scripts/install-slurm.sh; else echo "not root: SLURM tests will be skipped"; fi
 	$(BIN)/python -m pytest -v
 
 tables: setup
