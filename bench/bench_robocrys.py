@@ -6,8 +6,10 @@ Draws ``--n`` real MP structures (fixed seed) from mp_mtcgcnn_33064.csv.gz and d
   robocrys defaults, one fresh process per batch of ``--batch`` structures (import included),
   each structure limited to ``--timeout`` s (recorded as a timeout, not a stall), run with
   ``PYTHONHASHSEED=0`` like our workers (robocrys' phrase order depends on the hash seed);
-* ours: :func:`matfuse.text.describe.describe_shard` with ``fast_mineral_matching=True``,
-  ``workers_per_shard=--workers`` and an empty cache, in a fresh process (imports included).
+* ours: :func:`matfuse.text.describe.describe_shard` with ``fast_mineral_matching=True`` (the
+  exact fast paths: neighbour/fingerprint memo, prefiltered mineral matching, shared offline
+  molecule namer, lazy AFLOW library), ``workers_per_shard=--workers`` and an empty cache, in a
+  fresh process (imports included).
 
 Prints throughput of each (wall, imports included; and compute-only), the ratio, the share of
 byte-identical ``all`` texts (differing ids with the first difference), and the peak RSS of each

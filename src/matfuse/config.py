@@ -185,7 +185,9 @@ class TextConfig(_Strict):
     workers_per_shard: int = Field(1, ge=1)
     cache_dir: str = Field("results/cache/robocrys", description="Per-structure text cache (shareable).")
     fast_mineral_matching: bool = Field(
-        True, description="Cheap prefilters before StructureMatcher in mineral matching (same texts, faster)."
+        True,
+        description="Exact fast paths (mineral-matching prefilter, neighbour memo, one molecule namer per "
+        "process): byte-identical texts, ~5x less compute; false = stock robocrys.",
     )
     timeout_s: float | None = Field(
         None, description="Per-structure time limit; a structure over it is recorded as a failure."

@@ -191,7 +191,9 @@ def _compute(todo: dict[str, str], cfg: TextConfig) -> Iterable[tuple[str, dict[
                 bar.update()
             return
         pool = seeded_pool(cfg.workers_per_shard)
-        futures = {submit_seeded(pool, describe_one, sjson, fast, timeout): key for key, sjson in todo.items()}
+        # largest first (JSON length ~ number of sites): the long ones do not end up alone at the end
+        order = sorted(todo, key=lambda k: len(todo[k]), reverse=True)
+        futures = {submit_seeded(pool, describe_one, todo[key], fast, timeout): key for key in order}
         for fut in cf.as_completed(futures):
             key = futures[fut]
             try:

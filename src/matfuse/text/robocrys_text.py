@@ -22,10 +22,16 @@ Variants (after Massa et al., arXiv 2401.09301), all derived from a single
     Fm-3m space group."`` It is the first sentence of both ``key`` and ``all``.
 
 Network: robocrys' ``StructureCondenser`` builds a ``MoleculeNamer()`` (PubChem look-ups enabled,
-~3 s to load its JSON DB) for *every* structure. :class:`RobocrysTexts` instead uses one
+~0.5-3 s to load its JSON DB) for *every* structure. :class:`RobocrysTexts` instead uses one
 :class:`OfflineMoleculeNamer` per process whose PubChem path is disabled, so no network call can
 happen. (openbabel is not installed in this environment, so SMILES conversion returns ``None``
 and no molecule is named, exactly as in stock robocrys.)
+
+Speed (same texts): :class:`RobocrysTexts` runs the condenser with the exact memoisation of
+:mod:`matfuse.text.fastpaths` (CrystalNN neighbours and site fingerprints computed once per site
+instead of up to three times, memoised bonding-graph look-ups), the prefiltered mineral matcher of
+:mod:`matfuse.text.mineral`, and defers pymatgen's unused AFLOW prototype library
+(:mod:`matfuse.text.lazy_prototypes`, imported before robocrys).
 """
 
 from __future__ import annotations
@@ -35,26 +41,48 @@ import warnings
 from functools import lru_cache
 from typing import Any
 
-from pymatgen.core import Structure
-from robocrys import StructureCondenser, StructureDescriber
-from robocrys.condense.component import (
+from matfuse.text.lazy_prototypes import LazyLoadedList
+from matfuse.text.lazy_prototypes import install as _install_lazy_prototypes
+
+_install_lazy_prototypes()  # before robocrys imports pymatgen.analysis.prototypes (~2.5 s saved)
+
+from pymatgen.core import Structure  # noqa: E402
+from robocrys import StructureCondenser, StructureDescriber  # noqa: E402
+from robocrys.condense.component import (  # noqa: E402
     get_component_formula,
     get_structure_inequiv_components,
     get_sym_inequiv_components,
 )
-from robocrys.condense.molecule import MoleculeNamer
+from robocrys.condense.molecule import MoleculeNamer  # noqa: E402
 
-from matfuse.text.mineral import FastMineralMatcher
-from matfuse.text.settings import TEXT_SETTINGS, VARIANTS, text_versions  # noqa: F401  (re-exported)
+from matfuse.text.fastpaths import CachedCrystalNN, FastFingerprints, NeighborCache, fast_paths  # noqa: E402
+from matfuse.text.mineral import FastMineralMatcher  # noqa: E402
+from matfuse.text.settings import TEXT_SETTINGS, VARIANTS, text_versions  # noqa: E402,F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
 class OfflineMoleculeNamer(MoleculeNamer):
-    """``MoleculeNamer`` that never queries PubChem (offline DB only)."""
+    """``MoleculeNamer`` that never queries PubChem (offline DB only), loading its DB on first use.
 
-    def __init__(self) -> None:
-        super().__init__(use_online_pubchem=False)
+    Same attributes as ``MoleculeNamer(use_online_pubchem=False)``; ``molecule_db`` (0.5 s to
+    load) is only read for molecules that have a SMILES string, which needs openbabel.
+    """
+
+    def __init__(self) -> None:  # noqa: D107 - MoleculeNamer.__init__ minus the eager DB load
+        self._molecule_db: dict[str, dict[str, str]] | None = None
+        self.matched_molecules: dict[str, str] = {}
+        self.use_online_pubchem = False
+        self.name_preference = tuple(list(self.name_sources) + list(self.name_sources))
+
+    @property
+    def molecule_db(self) -> dict[str, dict[str, str]]:  # type: ignore[override]
+        if self._molecule_db is None:
+            from importlib.resources import files
+            from monty.serialization import loadfn
+
+            self._molecule_db = loadfn(str(files("robocrys.condense") / "molecule_db.json.gz"))
+        return self._molecule_db
 
     def get_name_from_pubchem(self, smiles: str) -> str | None:  # pragma: no cover - never called
         return None
@@ -124,19 +152,40 @@ class _VariantDescriber(StructureDescriber):
 
 
 class RobocrysTexts:
-    """One condenser + describer per process; :meth:`describe` gives all three variants."""
+    """One condenser + describer per process; :meth:`describe` gives all three variants.
+
+    With ``fast_mineral_matching`` (the default) the condenser also uses the exact memoisation
+    of :mod:`matfuse.text.fastpaths` (one CrystalNN pass and one fingerprint per site instead of
+    up to three, memoised graph look-ups) and the prefiltered :class:`FastMineralMatcher`.
+    ``False`` runs robocrys' own condenser code (only the offline molecule namer is shared).
+    """
 
     def __init__(self, fast_mineral_matching: bool = True) -> None:
         self.fast_mineral_matching = fast_mineral_matching
-        self.mineral_matcher = FastMineralMatcher() if fast_mineral_matching else None
-        self.condenser = _SharedNamerCondenser(OfflineMoleculeNamer(), mineral_matcher=self.mineral_matcher)
+        if fast_mineral_matching:
+            self.neighbor_cache: NeighborCache | None = NeighborCache()
+            self.fingerprints: FastFingerprints | None = FastFingerprints(self.neighbor_cache)
+            self.mineral_matcher: FastMineralMatcher | None = FastMineralMatcher(fingerprints=self.fingerprints)
+            near_neighbors = CachedCrystalNN(self.neighbor_cache)  # CrystalNN() defaults
+        else:
+            self.neighbor_cache = self.fingerprints = self.mineral_matcher = None
+            near_neighbors = None
+        self.condenser = _SharedNamerCondenser(
+            OfflineMoleculeNamer(), mineral_matcher=self.mineral_matcher, near_neighbors=near_neighbors
+        )
         self.describer = _VariantDescriber()
 
     def describe(self, structure: Structure) -> dict[str, str]:
         """``{"all": ..., "key": ..., "single": ...}`` for one structure (robocrys errors propagate)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            condensed = self.condenser.condense_structure(structure)
+            if self.fingerprints is None:
+                condensed = self.condenser.condense_structure(structure)
+            else:
+                assert self.mineral_matcher is not None
+                self.mineral_matcher.reset()
+                with fast_paths(self.fingerprints):
+                    condensed = self.condenser.condense_structure(structure)
             return self.describer.describe_variants(condensed)
 
 
@@ -158,3 +207,20 @@ def mineral_prefilter_stats() -> dict[str, int]:
     m = get_robocrys_texts(True).mineral_matcher
     assert m is not None
     return {"pairs": m.n_pairs, "skipped": m.n_skipped, "fallback": m.n_fallback}
+
+
+def fast_path_stats() -> dict[str, Any]:
+    """This process's fast-path counters: neighbour-memo hits/misses, mineral prefilter, and
+    whether pymatgen's AFLOW prototype library was loaded (robocrys never needs it)."""
+    import sys
+
+    texts = get_robocrys_texts(True)
+    assert texts.neighbor_cache is not None
+    lib = getattr(sys.modules.get("pymatgen.analysis.prototypes._data"), "AFLOW_PROTOTYPE_LIBRARY", None)
+    return {
+        "nn_hits": texts.neighbor_cache.hits,
+        "nn_misses": texts.neighbor_cache.misses,
+        **mineral_prefilter_stats(),
+        "aflow_library_lazy": isinstance(lib, LazyLoadedList),
+        "aflow_library_loaded": not isinstance(lib, LazyLoadedList) or lib._data is not None,
+    }
