@@ -78,8 +78,10 @@ def matmmfuse_table(metrics: pd.DataFrame) -> str:
         "Deviations from the paper: offline MiniLM text encoder unless the config names SciBERT; "
         "dataset is the MT-CGCNN MP collection (legacy MP, ~2018) subset in the config, not the paper's MP snapshot; "
         "`matmmfuse` is the published one-token fusion (its attention softmax is identically 1), "
-        "`matmmfuse_tokens` attends over atom tokens. Published numbers: not transcribed (paper tables "
-        "not readable offline here).",
+        "`matmmfuse_tokens` attends over atom tokens. Zero-shot labels come from other calculations: "
+        "perovskites are CMR heats of formation (RPBE, CMR reference energies, converted per atom) and GLLB-SC "
+        "gaps, JARVIS is OptB88vdW; an R² below 0 means worse than predicting the set's own mean. "
+        "Published numbers: not transcribed (paper tables not readable offline here).",
         "",
     ]
     return "\n".join(lines)
