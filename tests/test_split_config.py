@@ -35,7 +35,10 @@ def test_split_fractions_must_sum_to_one():
         SplitConfig(train=0.8, val=0.3, test=0.1)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "config/tiny.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["config.yaml", "config/tiny.yaml", "config/paper.yaml", "config/tables.yaml", "config/ecd_tiny.yaml", "config/ecd_paper.yaml"],
+)
 def test_shipped_configs_validate(name):
     raw = yaml.safe_load((REPO / name).read_text())
     load_config(raw)
