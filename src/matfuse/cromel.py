@@ -68,16 +68,16 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm import tqdm
 
 from matfuse.config import CromelConfig  # noqa: F401  (re-exported)
+from matfuse.selection import EarlyStopping
 from matfuse.io import atomic_path, rejects_frame, write_json, write_parquet, write_text
 from matfuse.models.composition import (
     CompositionBatch,
@@ -312,7 +312,7 @@ def train_structure_model(
     ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.struct_lr, weight_decay=1e-6)
     val_batch = collate_graphs([graphs[i] for i in val_idx]).to(device)
-    best, best_state, bad, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    stopper, best_state, history = EarlyStopping(cfg.struct_patience), copy.deepcopy(model.state_dict()), []
     for epoch in tqdm(range(cfg.struct_epochs), desc="cromel source", mininterval=5):
         model.train()
         total = 0.0
@@ -331,12 +331,10 @@ def train_structure_model(
             val_mae = float((model(val_batch).cpu() - ys[val_idx]).abs().mean()) * y_std
         history.append({"epoch": epoch, "train_mse_scaled": total / len(fit_idx), "val_mae": val_mae})
         log.info("source epoch %d: train MSE (scaled) %.4f, held-out MAE %.4f", epoch, total / len(fit_idx), val_mae)
-        if val_mae < best:
-            best, best_state, bad = val_mae, copy.deepcopy(model.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= cfg.struct_patience:
-                break
+        if stopper.update(epoch, val_mae):
+            best_state = copy.deepcopy(model.state_dict())
+        elif stopper.stop:
+            break
     model.load_state_dict(best_state)
     model.eval()
     return model, y_mean, y_std, history
@@ -449,7 +447,7 @@ def finetune_composition_model(
     yt = torch.tensor((y_train - y_mean) / y_std, dtype=torch.float32, device=device)
     x_train, x_val = x_train.to(device), x_val.to(device)
     yv = torch.tensor(y_val, dtype=torch.float32, device=device)
-    best, best_state, best_epoch, bad = float("inf"), copy.deepcopy(model.state_dict()), -1, 0
+    stopper, best_state = EarlyStopping(cfg.patience), copy.deepcopy(model.state_dict())
     for epoch in range(cfg.finetune_epochs):
         model.train()
         for idx in _batches(len(x_train), cfg.finetune_batch_size, rng):
@@ -461,15 +459,13 @@ def finetune_composition_model(
         model.eval()
         with torch.no_grad():
             val_mae = float((model(x_val) - yv).abs().mean())
-        if val_mae < best:
-            best, best_state, best_epoch, bad = val_mae, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
+        if stopper.update(epoch, val_mae):
+            best_state = copy.deepcopy(model.state_dict())
+        elif stopper.stop:
+            break
     model.load_state_dict(best_state)
     model.eval()
-    return model, {"best_epoch": float(best_epoch), "val_mae": best, "epochs_run": float(epoch + 1)}
+    return model, {"best_epoch": float(stopper.best_epoch), "val_mae": stopper.best_mae, "epochs_run": float(epoch + 1)}
 
 
 def make_folds(n: int, n_folds: int, seed: int) -> list[np.ndarray]:

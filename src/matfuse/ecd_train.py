@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import nn
 
 from matfuse.density.config import EcdModelConfig, EcdTrainConfig
 from matfuse.io import atomic_path, write_json, write_parquet
+from matfuse.selection import EarlyStopping
 from matfuse.models.ecd_cnn import EcdCNN, EcdCNNConfig
 from matfuse.models.ecd_inception import EcdInception, EcdInceptionConfig
 from matfuse.models.ecd_text import EcdText, EcdTextConfig
@@ -193,9 +193,8 @@ def train_ecd(
     loss_fn = nn.MSELoss()
     xn = ((data.images - norm["x_mean"]) / norm["x_std"]).astype(np.float32)
     yn = ((data.y - norm["y_mean"]) / norm["y_std"]).astype(np.float32)
-    best = (math.inf, -1, copy.deepcopy(model.state_dict()))
+    stopper, best_state = EarlyStopping(tcfg.patience), copy.deepcopy(model.state_dict())
     history = []
-    bad = 0
     for epoch in range(tcfg.epochs):
         model.train()
         perm = rng.permutation(tr)
@@ -217,15 +216,12 @@ def train_ecd(
         val_pred = _predict(model, model_name, data.images[va], None if data.text is None else data.text[va], norm, tcfg.batch_size, dev)
         val_mae = float(np.mean(np.abs(val_pred - data.y[va])))
         history.append({"epoch": epoch, "train_mse_norm": total / max(len(tr), 1), "val_mae": val_mae})
-        if val_mae < best[0] - 1e-12:
-            best = (val_mae, epoch, copy.deepcopy(model.state_dict()))
-            bad = 0
-        else:
-            bad += 1
-            if bad >= tcfg.patience:
-                log.info("early stop at epoch %d (best %d, val MAE %.4g)", epoch, best[1], best[0])
-                break
-    model.load_state_dict(best[2])
+        if stopper.update(epoch, val_mae):
+            best_state = copy.deepcopy(model.state_dict())
+        elif stopper.stop:
+            log.info("early stop at epoch %d (best %d, val MAE %.4g)", epoch, stopper.best_epoch, stopper.best_mae)
+            break
+    model.load_state_dict(best_state)
     recalibrated = tcfg.recalibrate_bn and recalibrate_batchnorm(
         model, model_name, data.images[tr], None if data.text is None else data.text[tr], norm, tcfg.batch_size, dev
     )
@@ -238,10 +234,10 @@ def train_ecd(
         "model": model_name,
         "target": target,
         "pretrained": pretrained,
-        "best_epoch": best[1],
+        "best_epoch": stopper.best_epoch,
         "bn_recalibrated": recalibrated,
         "epochs_run": len(history),
-        "best_val_mae": best[0],
+        "best_val_mae": stopper.best_mae,
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "norm": norm,
         "history": history,
