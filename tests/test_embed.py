@@ -84,10 +84,11 @@ def _cfg(tmp_path: Path | None = None, **kw) -> EncoderConfig:
     return EncoderConfig(**base)
 
 
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_bucketed_equals_naive_padding(sample, pooling):
+def test_bucketed_equals_naive_padding(sample, pooling, backend):
     texts = [t for _, t in sample]
-    cfg = _cfg(pooling=pooling)
+    cfg = _cfg(pooling=pooling, backend=backend)
     emb, n_tok, trunc = embed_texts(texts, cfg, device="cpu", progress=False)
     ref = reference_embed_texts(texts, cfg, device="cpu")
     assert emb.dtype == np.float32 and emb.shape == (len(texts), 384)
@@ -97,6 +98,16 @@ def test_bucketed_equals_naive_padding(sample, pooling):
     assert float(np.abs(emb - ref).max()) <= 1e-5
     # rows are not interchangeable: each text got its own vector back in input order
     assert float(np.abs(emb[0] - emb[1]).max()) > 1e-3
+
+
+def test_auto_backend_is_openvino_on_cpu_and_torch_elsewhere():
+    from matfuse.embed.text import pick_backend
+
+    assert pick_backend("auto", "cpu") == "openvino"
+    assert pick_backend("auto", "cuda") == "torch"
+    assert pick_backend("torch", "cpu") == "torch"
+    with pytest.raises(ValueError, match="CPU only"):
+        pick_backend("openvino", "cuda")
 
 
 def test_token_counts_and_truncation(sample, encoder):

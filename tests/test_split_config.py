@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from matfuse.config import Config, SplitConfig, json_schema, load_config
+from matfuse.config import SplitConfig, json_schema, load_config
 from matfuse.split import make_splits, read_splits, write_splits
 
 REPO = Path(__file__).resolve().parents[1]

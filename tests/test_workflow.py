@@ -8,7 +8,6 @@ then checks the outputs and that a rerun with nothing changed does no work.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

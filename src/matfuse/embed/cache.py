@@ -13,7 +13,6 @@ first copy read wins (both are the same vector to ~1e-6).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re

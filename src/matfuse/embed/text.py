@@ -10,11 +10,14 @@ Encoders: see :mod:`matfuse.embed.encoder` (``packaged:minilm`` offline default;
 paper uses ``allenai/scibert_scivocab_uncased`` with ``cls`` pooling and 512 tokens).
 
 Speed (:func:`embed_texts`): texts are tokenised once (fast tokenizer, one pass that also yields
-the untruncated length), sorted by length and cut into batches of ``batch_size`` that are padded
-only to their own longest member (not to ``max_length``); full batches run without an attention
-mask; everything runs under ``torch.inference_mode()`` with a bounded number of torch threads.
-The result equals the naive loop (:func:`reference_embed_texts`: fixed batches padded to
-``max_length``) to ~1e-6.
+the untruncated length), sorted by length and cut into batches that are padded only to their own
+longest member (not to ``max_length``). On a CPU with the ``openvino`` package (``backend: auto``,
+the default) the encoder runs in OpenVINO in fp32, one single-threaded stream per thread with a
+batch of up to :data:`OPENVINO_BATCH` texts per stream (:mod:`matfuse.embed.openvino_backend`);
+otherwise (GPU, ``backend: torch``) in torch under ``torch.inference_mode()`` with a bounded
+number of threads, full batches without an attention mask. Either way the result equals the naive
+loop (:func:`reference_embed_texts`: fixed batches padded to ``max_length``) to ~1e-6; see
+``bench/bench_embed.py``.
 
 Pooling: ``cls`` = hidden state of the first token; ``mean`` = mean of the hidden states of the
 real tokens (padding masked out; this is sentence-transformers' mean pooling, before any
@@ -33,7 +36,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -142,6 +144,21 @@ def _pad(seqs: list[list[int]], length: int, value: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- embedding
+#: Texts per OpenVINO request (one request per stream is in flight).
+OPENVINO_BATCH = 8
+
+
+def pick_backend(backend: str, device: str) -> str:
+    """``auto`` -> ``openvino`` on a CPU where the package is installed, else ``torch``."""
+    from matfuse.embed import openvino_backend
+
+    if backend == "auto":
+        return "openvino" if device == "cpu" and openvino_backend.available() else "torch"
+    if backend == "openvino" and device != "cpu":
+        raise ValueError(f"EncoderConfig.backend 'openvino' runs on the CPU only, not on {device!r}")
+    return backend
+
+
 def embed_texts(
     texts: list[str],
     cfg: EncoderConfig,
@@ -176,35 +193,68 @@ def embed_texts(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.empty((n, dim), dtype=np.float32)
 
-    with torch_threads(threads) as nthreads, torch.inference_mode():
-        bar = tqdm(total=n, unit="text", desc=f"embed {cfg.model}", disable=not progress, leave=False)
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+    backend = pick_backend(cfg.backend, dev)
+
+    def batches(size: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        for start in range(0, n, size):
+            idx = order[start : start + size]
             blen = lengths[idx]
             width = int(blen.max())
-            ids = torch.from_numpy(_pad([tok.input_ids[i] for i in idx], width, pad_id)).to(dev)
-            mask = torch.from_numpy((np.arange(width)[None, :] < blen[:, None]).astype(np.int64)).to(dev)
-            inputs: dict[str, Any] = {"input_ids": ids}
-            if not bool((blen == width).all()):
-                inputs["attention_mask"] = mask
+            mask = (np.arange(width)[None, :] < blen[:, None]).astype(np.int64)
+            feeds = {"input_ids": _pad([tok.input_ids[i] for i in idx], width, pad_id), "attention_mask": mask}
             if tok.token_type_ids is not None:
-                inputs["token_type_ids"] = torch.from_numpy(
-                    _pad([tok.token_type_ids[i] for i in idx], width, 0)
-                ).to(dev)
-            hidden = model(**inputs).last_hidden_state
-            out[idx] = pool(hidden.float(), mask, cfg.pooling).cpu().numpy()
-            bar.update(len(idx))
-        bar.close()
+                feeds["token_type_ids"] = _pad([tok.token_type_ids[i] for i in idx], width, 0)
+            else:
+                feeds["token_type_ids"] = np.zeros_like(mask)
+            yield idx, mask, feeds
+
+    bar = tqdm(total=n, unit="text", desc=f"embed {cfg.model}", disable=not progress, leave=False)
+    with torch_threads(threads) as nthreads, torch.inference_mode():
+        if backend == "openvino":
+            from matfuse.embed import openvino_backend
+
+            try:
+                enc = openvino_backend.compile_encoder(resolved, tokenizer, model, streams=nthreads)
+            except openvino_backend.OpenVINOUnavailableError as exc:
+                if cfg.backend != "auto":
+                    raise
+                log.warning("%s; embedding with torch instead", exc)
+                backend = "torch"
+        if backend == "openvino":
+
+            def on_result(tag: tuple[np.ndarray, np.ndarray], hidden: np.ndarray) -> None:
+                idx, mask = tag
+                out[idx] = pool(torch.from_numpy(hidden), torch.from_numpy(mask), cfg.pooling).numpy()
+                bar.update(len(idx))
+
+            # Small requests, one per stream in flight: both cores stay busy to the last batch.
+            openvino_backend.run_batches(
+                enc,
+                (((idx, mask), feeds) for idx, mask, feeds in batches(min(cfg.batch_size, OPENVINO_BATCH))),
+                on_result,
+            )
+        else:
+            for idx, mask, feeds in batches(cfg.batch_size):
+                inputs: dict[str, Any] = {"input_ids": torch.from_numpy(feeds["input_ids"]).to(dev)}
+                if not bool(mask.all()):
+                    inputs["attention_mask"] = torch.from_numpy(mask).to(dev)
+                if tok.token_type_ids is not None:
+                    inputs["token_type_ids"] = torch.from_numpy(feeds["token_type_ids"]).to(dev)
+                hidden = model(**inputs).last_hidden_state
+                out[idx] = pool(hidden.float(), torch.from_numpy(mask).to(dev), cfg.pooling).cpu().numpy()
+                bar.update(len(idx))
+    bar.close()
     dt = time.perf_counter() - t0
     log.info(
         "embedded %d texts in %.1f s (%.1f texts/s; tokenising %.1f s; %d truncated at %d tokens; "
-        "%d torch threads on %s)",
+        "%s backend, %d threads on %s)",
         n,
         dt,
         n / dt if dt else float("inf"),
         t_tok,
         int(tok.truncated.sum()),
         cfg.max_length,
+        backend,
         nthreads,
         dev,
     )
