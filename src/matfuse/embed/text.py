@@ -60,29 +60,47 @@ class Tokenized:
     truncated: np.ndarray
 
 
+#: Texts tokenised per call: bounds the memory of the tokenizer's per-token bookkeeping.
+TOKENIZE_CHUNK = 256
+
+
 def tokenize(texts: list[str], tokenizer: Any, max_length: int) -> Tokenized:
     """Tokenise with truncation to ``max_length`` and count the full length of every text.
 
-    Fast tokenizers do both in one pass (``return_overflowing_tokens``: the first window is the
-    truncated sequence, the windows together cover the whole text); slow ones take two passes.
+    Fast tokenizers: each chunk of :data:`TOKENIZE_CHUNK` texts is encoded once without special
+    tokens or truncation (which gives the full length), then every encoding is truncated and
+    post-processed by the tokenizer's own ``Encoding.truncate`` + ``post_process`` -- the steps
+    its ``truncation=True`` call runs -- so ids equal ``tokenizer(text, truncation=True,
+    max_length=...)``. Slow tokenizers take two passes.
     """
     n = len(texts)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
-    if getattr(tokenizer, "is_fast", False) and n:
-        enc = tokenizer(
-            texts,
-            truncation=True,
-            max_length=max_length,
-            return_overflowing_tokens=True,
-            stride=0,
-            return_attention_mask=False,
-        )
-        owner = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
-        win_len = np.fromiter((len(x) for x in enc["input_ids"]), dtype=np.int64, count=len(owner))
-        n_tokens = np.bincount(owner, weights=win_len - n_special, minlength=n).astype(np.int64) + n_special
-        first = np.searchsorted(owner, np.arange(n))
-        ids = [enc["input_ids"][i] for i in first]
-        tt = [enc["token_type_ids"][i] for i in first] if "token_type_ids" in enc else None
+    if max_length <= n_special:
+        raise ValueError(f"max_length={max_length} leaves no room next to {n_special} special tokens")
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    want_tt = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+    if backend is not None and n:
+        ids: list[list[int]] = []
+        tt: list[list[int]] | None = [] if want_tt else None
+        n_tokens = np.empty(n, dtype=np.int64)
+        for start in range(0, n, TOKENIZE_CHUNK):
+            chunk = list(texts[start : start + TOKENIZE_CHUNK])
+            enc = tokenizer(
+                chunk,
+                add_special_tokens=False,
+                truncation=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+            for j, e in enumerate(enc.encodings):
+                n_tokens[start + j] = len(e.ids) + n_special
+                e.truncate(max_length - n_special)
+                final = backend.post_process(e, None, add_special_tokens=True)
+                ids.append(final.ids)
+                if tt is not None:
+                    tt.append(final.type_ids)
+            del enc
     else:
         enc = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
         full = tokenizer(texts, truncation=False, return_attention_mask=False, return_token_type_ids=False)
@@ -103,6 +121,16 @@ def pool(hidden: Any, mask: Any, pooling: str) -> Any:
     if pooling == "mean":
         m = mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    raise ValueError(f"unknown pooling {pooling!r} (expected 'cls' or 'mean')")
+
+
+def pool_numpy(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
+    """:func:`pool` for numpy arrays (single-threaded: used on OpenVINO's callback threads)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        m = mask.astype(hidden.dtype)
+        return np.einsum("bth,bt->bh", hidden, m) / np.maximum(m.sum(axis=1, keepdims=True), 1.0)
     raise ValueError(f"unknown pooling {pooling!r} (expected 'cls' or 'mean')")
 
 
@@ -224,7 +252,7 @@ def embed_texts(
 
             def on_result(tag: tuple[np.ndarray, np.ndarray], hidden: np.ndarray) -> None:
                 idx, mask = tag
-                out[idx] = pool(torch.from_numpy(hidden), torch.from_numpy(mask), cfg.pooling).numpy()
+                out[idx] = pool_numpy(hidden, mask, cfg.pooling)
                 bar.update(len(idx))
 
             # Small requests, one per stream in flight: both cores stay busy to the last batch.
