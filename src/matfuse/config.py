@@ -210,7 +210,7 @@ class EncoderConfig(_Strict):
         "auto",
         description=(
             "Runtime of the encoder: 'torch', or 'openvino' (CPU only, fp32, same vectors to ~1e-6, "
-            "~1.4x faster on CPU); 'auto' = openvino on a CPU where it is installed, else torch."
+            "~1.15x faster than torch on a 2-core CPU); 'auto' = openvino on a CPU where it is installed, else torch."
         ),
     )
     cache_dir: str = Field("results/cache/embeddings", description="Embedding cache keyed by encoder + text hash.")

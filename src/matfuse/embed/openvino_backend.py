@@ -1,4 +1,4 @@
-"""OpenVINO CPU runtime for text encoders: the same weights, in fp32, ~1.3-1.4x torch eager.
+"""OpenVINO CPU runtime for text encoders: the same weights, in fp32, ~1.15x torch eager on CPU.
 
 :func:`compile_encoder` converts the loaded ``transformers`` model (its ``last_hidden_state``
 for ``input_ids`` + ``attention_mask`` [+ ``token_type_ids``], both axes dynamic) with
@@ -8,8 +8,8 @@ for ``input_ids`` + ``attention_mask`` [+ ``token_type_ids``], both axes dynamic
   which would move embeddings by ~1e-2; in f32 they match torch to ~5e-7;
 * one single-threaded *stream* per thread: batches run concurrently, one per core, which keeps
   both cores of a small machine busy through the non-GEMM parts of the network that do not
-  scale with intra-op threads (measured on 2 cores: 32 x 512 tokens in 1.5 s vs 2.1 s for torch
-  eager with 2 threads);
+  scale with intra-op threads (measured on 2 cores, 512-token texts: 17-18 texts/s vs 15-16 for
+  torch eager with 2 threads; see bench/bench_embed.py);
 * ``ENABLE_CPU_PINNING=False`` -- several jobs of a workflow may share a node, and pinned threads
   of two processes would land on the same cores.
 
