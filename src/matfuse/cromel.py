@@ -312,7 +312,7 @@ def train_structure_model(
     ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.struct_lr, weight_decay=1e-6)
     val_batch = collate_graphs([graphs[i] for i in val_idx]).to(device)
-    stopper, best_state, history = EarlyStopping(cfg.struct_patience), copy.deepcopy(model.state_dict()), []
+    stopper, history = EarlyStopping(cfg.struct_patience, model), []
     for epoch in tqdm(range(cfg.struct_epochs), desc="cromel source", mininterval=5):
         model.train()
         total = 0.0
@@ -331,11 +331,10 @@ def train_structure_model(
             val_mae = float((model(val_batch).cpu() - ys[val_idx]).abs().mean()) * y_std
         history.append({"epoch": epoch, "train_mse_scaled": total / len(fit_idx), "val_mae": val_mae})
         log.info("source epoch %d: train MSE (scaled) %.4f, held-out MAE %.4f", epoch, total / len(fit_idx), val_mae)
-        if stopper.update(epoch, val_mae):
-            best_state = copy.deepcopy(model.state_dict())
-        elif stopper.stop:
+        stopper.update(epoch, val_mae, model)
+        if stopper.stop:
             break
-    model.load_state_dict(best_state)
+    stopper.restore(model)
     model.eval()
     return model, y_mean, y_std, history
 
@@ -447,7 +446,7 @@ def finetune_composition_model(
     yt = torch.tensor((y_train - y_mean) / y_std, dtype=torch.float32, device=device)
     x_train, x_val = x_train.to(device), x_val.to(device)
     yv = torch.tensor(y_val, dtype=torch.float32, device=device)
-    stopper, best_state = EarlyStopping(cfg.patience), copy.deepcopy(model.state_dict())
+    stopper = EarlyStopping(cfg.patience, model)
     for epoch in range(cfg.finetune_epochs):
         model.train()
         for idx in _batches(len(x_train), cfg.finetune_batch_size, rng):
@@ -459,11 +458,10 @@ def finetune_composition_model(
         model.eval()
         with torch.no_grad():
             val_mae = float((model(x_val) - yv).abs().mean())
-        if stopper.update(epoch, val_mae):
-            best_state = copy.deepcopy(model.state_dict())
-        elif stopper.stop:
+        stopper.update(epoch, val_mae, model)
+        if stopper.stop:
             break
-    model.load_state_dict(best_state)
+    stopper.restore(model)
     model.eval()
     return model, {"best_epoch": float(stopper.best_epoch), "val_mae": stopper.best_mae, "epochs_run": float(epoch + 1)}
 

@@ -193,7 +193,7 @@ def train_ecd(
     loss_fn = nn.MSELoss()
     xn = ((data.images - norm["x_mean"]) / norm["x_std"]).astype(np.float32)
     yn = ((data.y - norm["y_mean"]) / norm["y_std"]).astype(np.float32)
-    stopper, best_state = EarlyStopping(tcfg.patience), copy.deepcopy(model.state_dict())
+    stopper = EarlyStopping(tcfg.patience, model)
     history = []
     for epoch in range(tcfg.epochs):
         model.train()
@@ -216,12 +216,11 @@ def train_ecd(
         val_pred = _predict(model, model_name, data.images[va], None if data.text is None else data.text[va], norm, tcfg.batch_size, dev)
         val_mae = float(np.mean(np.abs(val_pred - data.y[va])))
         history.append({"epoch": epoch, "train_mse_norm": total / max(len(tr), 1), "val_mae": val_mae})
-        if stopper.update(epoch, val_mae):
-            best_state = copy.deepcopy(model.state_dict())
-        elif stopper.stop:
+        stopper.update(epoch, val_mae, model)
+        if stopper.stop:
             log.info("early stop at epoch %d (best %d, val MAE %.4g)", epoch, stopper.best_epoch, stopper.best_mae)
             break
-    model.load_state_dict(best_state)
+    stopper.restore(model)
     recalibrated = tcfg.recalibrate_bn and recalibrate_batchnorm(
         model, model_name, data.images[tr], None if data.text is None else data.text[tr], norm, tcfg.batch_size, dev
     )

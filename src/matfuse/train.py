@@ -16,7 +16,6 @@ Outputs in ``out_dir`` (each written atomically):
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import math
@@ -217,7 +216,6 @@ def train_model(
     std_t = torch.tensor(std, device=device)
     history: list[dict[str, Any]] = []
     stopper = EarlyStopping(training.patience)
-    best_state: dict[str, torch.Tensor] | None = None
     train_seconds = 0.0
     epochs = tqdm(range(1, training.epochs + 1), desc=f"{model_name}/{target}", mininterval=10)
     for epoch in epochs:
@@ -243,10 +241,8 @@ def train_model(
         val_mae = float(np.mean(np.abs(pred - y_val[idx])))
         seconds = time.perf_counter() - t0
         history.append({"epoch": epoch, "train_loss": train_loss, "val_mae": val_mae, "seconds": seconds})
-        improved = stopper.update(epoch, val_mae)
+        improved = stopper.update(epoch, val_mae, model)
         best_mae, best_epoch = stopper.best_mae, stopper.best_epoch
-        if improved:
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         log.info(
             "epoch %d: train_loss %.4f val_mae %.4f (%s) %.1fs, %.0f structures/s",
             epoch, train_loss, val_mae, "best" if improved else f"best {best_mae:.4f}@{best_epoch}",
@@ -256,9 +252,8 @@ def train_model(
         if stopper.stop:
             log.info("early stopping: no validation improvement for %d epochs", training.patience)
             break
-    if best_state is None:
+    if not stopper.restore(model):
         raise RuntimeError(f"{model_name}/{target}: validation MAE was never finite (diverged?)")
-    model.load_state_dict(best_state)
 
     summary: dict[str, Any] = {
         "model": model_name,

@@ -55,7 +55,6 @@ class OVEncoder:
     compiled: Any
     input_names: tuple[str, ...]
     streams: int
-    seconds_to_compile: float
 
 
 def _input_names(tokenizer: Any, model: Any) -> tuple[str, ...]:
@@ -118,7 +117,7 @@ def compile_encoder(resolved: ResolvedEncoder, tokenizer: Any, model: Any, strea
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         dt = time.perf_counter() - t0
-        enc = OVEncoder(compiled, names, int(streams), dt)
+        enc = OVEncoder(compiled, names, int(streams))
         log.info(
             "OpenVINO %s: compiled %s for %d CPU stream(s) in %.1f s (f32)",
             ov.get_version(),

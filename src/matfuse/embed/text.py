@@ -124,16 +124,6 @@ def pool(hidden: Any, mask: Any, pooling: str) -> Any:
     raise ValueError(f"unknown pooling {pooling!r} (expected 'cls' or 'mean')")
 
 
-def pool_numpy(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
-    """:func:`pool` for numpy arrays (single-threaded: used on OpenVINO's callback threads)."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "mean":
-        m = mask.astype(hidden.dtype)
-        return np.einsum("bth,bt->bh", hidden, m) / np.maximum(m.sum(axis=1, keepdims=True), 1.0)
-    raise ValueError(f"unknown pooling {pooling!r} (expected 'cls' or 'mean')")
-
-
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[int]:
     """Run torch with ``threads`` intra-op threads (default: the CPUs this process may use,
@@ -232,8 +222,6 @@ def embed_texts(
             feeds = {"input_ids": _pad([tok.input_ids[i] for i in idx], width, pad_id), "attention_mask": mask}
             if tok.token_type_ids is not None:
                 feeds["token_type_ids"] = _pad([tok.token_type_ids[i] for i in idx], width, 0)
-            else:
-                feeds["token_type_ids"] = np.zeros_like(mask)
             yield idx, mask, feeds
 
     bar = tqdm(total=n, unit="text", desc=f"embed {cfg.model}", disable=not progress, leave=False)
@@ -252,7 +240,7 @@ def embed_texts(
 
             def on_result(tag: tuple[np.ndarray, np.ndarray], hidden: np.ndarray) -> None:
                 idx, mask = tag
-                out[idx] = pool_numpy(hidden, mask, cfg.pooling)
+                out[idx] = pool(torch.from_numpy(hidden), torch.from_numpy(mask), cfg.pooling).numpy()
                 bar.update(len(idx))
 
             # Small requests, one per stream in flight: both cores stay busy to the last batch.
@@ -263,11 +251,9 @@ def embed_texts(
             )
         else:
             for idx, mask, feeds in batches(cfg.batch_size):
-                inputs: dict[str, Any] = {"input_ids": torch.from_numpy(feeds["input_ids"]).to(dev)}
-                if not bool(mask.all()):
-                    inputs["attention_mask"] = torch.from_numpy(mask).to(dev)
-                if tok.token_type_ids is not None:
-                    inputs["token_type_ids"] = torch.from_numpy(feeds["token_type_ids"]).to(dev)
+                inputs = {k: torch.from_numpy(v).to(dev) for k, v in feeds.items()}
+                if bool(mask.all()):
+                    del inputs["attention_mask"]  # full batch: no mask needed
                 hidden = model(**inputs).last_hidden_state
                 out[idx] = pool(hidden.float(), torch.from_numpy(mask).to(dev), cfg.pooling).cpu().numpy()
                 bar.update(len(idx))
