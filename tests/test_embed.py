@@ -115,12 +115,75 @@ def test_token_counts_and_truncation(sample, encoder):
     texts = [t for _, t in sample]
     tok = tokenize(texts, tokenizer, 512)
     full = [len(tokenizer(t, truncation=False)["input_ids"]) for t in texts]
-    assert tok.n_tokens.tolist() == full
+    assert tok.n_tokens.tolist() == [min(n, 512) for n in full]
     assert tok.truncated.tolist() == [n > 512 for n in full]
     assert tok.truncated.sum() == 8 and (~tok.truncated).sum() == 12
     for t, ids in zip(texts, tok.input_ids):
         assert ids == tokenizer(t, truncation=True, max_length=512)["input_ids"]
         assert len(ids) <= 512
+    # coverage: the encoded tokens span that share of the characters of a truncated text
+    assert (tok.coverage[~tok.truncated] == 1.0).all()
+    for t, cov in zip(np.array(texts, dtype=object)[tok.truncated], tok.coverage[tok.truncated]):
+        assert 0 < cov < 1
+        head = t[: round(cov * len(t))]
+        assert tokenizer(head)["input_ids"] == tokenizer(t, truncation=True, max_length=512)["input_ids"]
+
+
+@pytest.mark.parametrize("max_length", [512, 128])
+def test_prefix_tokenisation_matches_whole_texts_on_all_real_texts(robocrys, encoder, max_length):
+    """Long texts are tokenised only as far as the budget (cut at whitespace): ids must equal the
+    tokenizer's own truncation of the whole text, for every one of the 987 real descriptions."""
+    _, tokenizer, _ = encoder
+    texts = [t for _, t in robocrys]
+    tok = tokenize(texts, tokenizer, max_length)
+    ref = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    assert tok.input_ids == ref
+    full = np.array([len(x) for x in tokenizer(texts)["input_ids"]])
+    assert tok.truncated.tolist() == (full > max_length).tolist()
+    assert tok.n_tokens.tolist() == np.minimum(full, max_length).tolist()
+
+
+def test_prefix_too_short_is_retried_longer(sample, encoder, monkeypatch):
+    """A first prefix far too short (0.05 characters per token) must be lengthened, not used."""
+    _, tokenizer, _ = encoder
+    texts = [t for _, t in sample]
+    cuts: list[float] = []
+    real_prefix = embed_text._prefix
+
+    def spy(text, chars):
+        cuts.append(chars)
+        return real_prefix(text, chars)
+
+    monkeypatch.setattr(embed_text, "PREFIX_CHARS_PER_TOKEN", 0.05)
+    monkeypatch.setattr(embed_text, "_prefix", spy)
+    tok = tokenize(texts, tokenizer, 128)
+    assert len(cuts) > 2 * len(texts), "the short prefixes were not retried"
+    assert tok.input_ids == tokenizer(texts, truncation=True, max_length=128)["input_ids"]
+
+
+def test_which_tokenizers_may_be_cut_at_whitespace(encoder):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    from matfuse.embed.text import _splits_at_whitespace
+
+    _, tokenizer, _ = encoder
+    assert _splits_at_whitespace(tokenizer.backend_tokenizer)  # BERT WordPiece
+
+    def backend(pre, norm=None):
+        tk = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+        if pre is not None:
+            tk.pre_tokenizer = pre
+        if norm is not None:
+            tk.normalizer = norm
+        return tk
+
+    assert _splits_at_whitespace(backend(pre_tokenizers.ByteLevel()))
+    assert _splits_at_whitespace(backend(pre_tokenizers.Metaspace()))
+    assert _splits_at_whitespace(backend(pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.Whitespace()])))
+    assert not _splits_at_whitespace(backend(None))
+    assert not _splits_at_whitespace(backend(pre_tokenizers.ByteLevel(use_regex=False)))
+    assert not _splits_at_whitespace(backend(pre_tokenizers.Digits()))
+    assert not _splits_at_whitespace(backend(pre_tokenizers.Whitespace(), normalizers.Replace(" ", "_")))
 
 
 def test_masked_mean_ignores_padding(sample, encoder):

@@ -4,8 +4,8 @@ Layout: ``<cache_dir>/<slug>-<pooling>-L<max_length>-<key>/`` where ``key`` hash
 identity (hub commit or checkpoint SHA-256, see :mod:`matfuse.embed.encoder`), the pooling and the
 maximum length. Inside, ``meta.json`` records what the key stands for and every run that computed
 something adds one NEW ``part-*.parquet`` (written atomically) holding only the rows it computed:
-``text_sha256`` (str), ``embedding`` (fixed_size_list<float32>[d]), ``n_tokens`` (int32),
-``truncated`` (bool). Concurrent jobs (e.g. the text variants of one dataset) therefore never
+``text_sha256`` (str), ``embedding`` (fixed_size_list<float32>[d]), ``n_tokens`` (int32, tokens
+encoded), ``truncated`` (bool). Concurrent jobs (e.g. the text variants of one dataset) therefore never
 rewrite each other's files; a text computed twice by racing jobs is simply stored twice and the
 first copy read wins (both are the same vector to ~1e-6).
 """
@@ -131,7 +131,8 @@ class EmbeddingCache:
         return CachedRows(
             hashes=table["text_sha256"].to_pylist(),
             embeddings=vectors_of(table["embedding"]),
-            n_tokens=table["n_tokens"].to_numpy().astype(np.int32),
+            # parts written before 2026-11-25 hold the untruncated count: tokens encoded are at most max_length
+            n_tokens=np.minimum(table["n_tokens"].to_numpy(), self.max_length).astype(np.int32),
             truncated=table["truncated"].to_numpy(zero_copy_only=False).astype(bool),
         )
 

@@ -2,15 +2,16 @@
 
 Stage: :func:`embed_dataset` reads ``results/text/{dataset}/texts.parquet``, embeds the column
 ``text_{variant}`` and writes ``results/embeddings/{dataset}/{encoder}/{variant}-{pooling}.parquet``
-(``material_id``, ``embedding`` fixed_size_list<float32>[d], ``n_tokens`` int32, ``truncated``
-bool, plus key-value metadata naming the encoder). Vectors are cached per text (see
+(``material_id``, ``embedding`` fixed_size_list<float32>[d], ``n_tokens`` int32 -- tokens
+encoded, at most ``max_length`` --, ``truncated`` bool -- the text had more --, plus key-value
+metadata naming the encoder). Vectors are cached per text (see
 :mod:`matfuse.embed.cache`), so reruns, other variants and other datasets only compute new texts.
 
 Encoders: see :mod:`matfuse.embed.encoder` (``packaged:minilm`` offline default; the MatMMFuse
 paper uses ``allenai/scibert_scivocab_uncased`` with ``cls`` pooling and 512 tokens).
 
-Speed (:func:`embed_texts`): texts are tokenised once (fast tokenizer, one pass that also yields
-the untruncated length), sorted by length and cut into batches that are padded only to their own
+Speed (:func:`embed_texts`): texts are tokenised once, long ones only as far as the encoder
+reads them (a prefix cut at whitespace, see :func:`tokenize`), sorted by length and cut into batches that are padded only to their own
 longest member (not to ``max_length``). On a CPU with the ``openvino`` package (``backend: auto``,
 the default) the encoder runs in OpenVINO in fp32, one single-threaded stream per thread with a
 batch of up to :data:`OPENVINO_BATCH` texts per stream (:mod:`matfuse.embed.openvino_backend`);
@@ -27,8 +28,10 @@ normalisation).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,62 +55,139 @@ STAGE = "embed"
 # --------------------------------------------------------------------------- tokenisation
 @dataclass
 class Tokenized:
-    """Truncated token ids per text plus the untruncated length (special tokens included)."""
+    """The token ids the encoder sees per text (truncated to ``max_length``, special tokens added).
+
+    ``n_tokens``: their number; ``truncated``: the text has more tokens than fit; ``coverage``:
+    fraction of the text's characters those tokens cover (1.0 when not truncated, NaN where the
+    tokenizer gives no offsets).
+    """
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     n_tokens: np.ndarray
     truncated: np.ndarray
+    coverage: np.ndarray
 
 
 #: Texts tokenised per call: bounds the memory of the tokenizer's per-token bookkeeping.
 TOKENIZE_CHUNK = 256
+#: First prefix tried per text, in characters per token of the budget (robocrys text has ~2.7,
+#: English prose ~4-5); a prefix that turns out too short is retried 4x longer.
+PREFIX_CHARS_PER_TOKEN = 4
+#: Tokens a prefix must give beyond the budget before its first ``max_length`` tokens are used.
+PREFIX_MARGIN = 16
+
+_WHITESPACE = re.compile(r"\s")
+#: Pre-tokenizers that split at every whitespace character (no token spans one).
+_SPLITTING_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+
+
+def _splits_at_whitespace(backend: Any) -> bool:
+    """Whether no token of this fast tokenizer spans whitespace, so that tokenising a prefix of a
+    text cut at whitespace gives the same leading tokens as tokenising the whole text.
+
+    True for BERT/WordPiece, byte-level BPE (RoBERTa, GPT-2) and Metaspace (SentencePiece)
+    pre-tokenizers, unless a ``Replace`` normaliser could rewrite whitespace first.
+    """
+
+    def splits(state: dict[str, Any]) -> bool:
+        kind = state.get("type")
+        if kind in _SPLITTING_PRE_TOKENIZERS:
+            return True
+        if kind == "ByteLevel":
+            return bool(state.get("use_regex", True))
+        if kind == "Metaspace":
+            return bool(state.get("split", True))
+        if kind == "Sequence":  # members only ever split further
+            return any(splits(s) for s in state.get("pretokenizers", []))
+        return False
+
+    try:
+        pre = backend.pre_tokenizer
+        norm = backend.normalizer
+        if pre is None or (norm is not None and '"Replace"' in norm.__getstate__().decode()):
+            return False
+        return splits(json.loads(pre.__getstate__()))
+    except Exception:  # noqa: BLE001 -- an unknown tokenizer: tokenise whole texts
+        return False
+
+
+def _prefix(text: str, chars: float) -> str:
+    """``text`` cut at the first whitespace at or after ``chars`` characters (all of it if none)."""
+    if len(text) <= chars:
+        return text
+    m = _WHITESPACE.search(text, int(chars))
+    return text[: m.start()] if m else text
 
 
 def tokenize(texts: list[str], tokenizer: Any, max_length: int) -> Tokenized:
-    """Tokenise with truncation to ``max_length`` and count the full length of every text.
+    """Tokenise with truncation to ``max_length``: ids equal ``tokenizer(text, truncation=True,
+    max_length=max_length)["input_ids"]``.
 
-    Fast tokenizers: each chunk of :data:`TOKENIZE_CHUNK` texts is encoded once without special
-    tokens or truncation (which gives the full length), then every encoding is truncated and
-    post-processed by the tokenizer's own ``Encoding.truncate`` + ``post_process`` -- the steps
-    its ``truncation=True`` call runs -- so ids equal ``tokenizer(text, truncation=True,
-    max_length=...)``. Slow tokenizers take two passes.
+    Fast tokenizers whose tokens never span whitespace (:func:`_splits_at_whitespace`) only
+    tokenise a prefix of each long text, cut at whitespace, long enough to give
+    :data:`PREFIX_MARGIN` tokens beyond the budget (most robocrys texts have 3x more tokens
+    than fit in 512: tokenising them whole is 3/4 wasted work). Each encoding is then truncated and
+    post-processed by the tokenizer's own ``Encoding.truncate`` + ``post_process``, the steps its
+    ``truncation=True`` call runs. Other fast tokenizers encode whole texts the same way; slow
+    ones take two passes.
     """
     n = len(texts)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     if max_length <= n_special:
         raise ValueError(f"max_length={max_length} leaves no room next to {n_special} special tokens")
+    budget = max_length - n_special
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     want_tt = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+    truncated = np.zeros(n, dtype=bool)
+    coverage = np.ones(n, dtype=np.float64)
     if backend is not None and n:
         ids: list[list[int]] = []
         tt: list[list[int]] | None = [] if want_tt else None
-        n_tokens = np.empty(n, dtype=np.int64)
+        first = (budget + PREFIX_MARGIN) * PREFIX_CHARS_PER_TOKEN if _splits_at_whitespace(backend) else np.inf
         for start in range(0, n, TOKENIZE_CHUNK):
             chunk = list(texts[start : start + TOKENIZE_CHUNK])
-            enc = tokenizer(
-                chunk,
-                add_special_tokens=False,
-                truncation=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-                verbose=False,
-            )
-            for j, e in enumerate(enc.encodings):
-                n_tokens[start + j] = len(e.ids) + n_special
-                e.truncate(max_length - n_special)
+            encodings: list[Any] = [None] * len(chunk)
+            window = [first] * len(chunk)
+            pending = list(range(len(chunk)))
+            while pending:
+                prefixes = [_prefix(chunk[j], window[j]) for j in pending]
+                batch = tokenizer(
+                    prefixes,
+                    add_special_tokens=False,
+                    truncation=False,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                    verbose=False,
+                ).encodings
+                retry = []
+                for j, p, e in zip(pending, prefixes, batch):
+                    if len(p) == len(chunk[j]) or len(e) > budget + PREFIX_MARGIN:
+                        encodings[j] = e
+                    else:  # too few tokens in this prefix to trust its first `budget`
+                        window[j] *= 4
+                        retry.append(j)
+                pending = retry
+            for j, e in enumerate(encodings):
+                i = start + j
+                if len(e) > budget:
+                    truncated[i] = True
+                    e.truncate(budget)
+                    coverage[i] = e.offsets[-1][1] / max(len(chunk[j]), 1)
                 final = backend.post_process(e, None, add_special_tokens=True)
                 ids.append(final.ids)
                 if tt is not None:
                     tt.append(final.type_ids)
-            del enc
+            del encodings
     else:
         enc = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
         full = tokenizer(texts, truncation=False, return_attention_mask=False, return_token_type_ids=False)
-        n_tokens = np.fromiter((len(x) for x in full["input_ids"]), dtype=np.int64, count=n)
+        truncated = np.fromiter((len(x) > max_length for x in full["input_ids"]), dtype=bool, count=n)
+        coverage[truncated] = np.nan
         ids = list(enc["input_ids"])
         tt = list(enc["token_type_ids"]) if "token_type_ids" in enc else None
-    return Tokenized(ids, tt, n_tokens, n_tokens > max_length)
+    n_tokens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+    return Tokenized(ids, tt, n_tokens, truncated, coverage)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -189,8 +269,9 @@ def embed_texts(
     """Embed ``texts`` with the encoder of ``cfg``.
 
     Returns ``(embeddings float32 [n, d], n_tokens int64 [n], truncated bool [n])`` in input
-    order; ``n_tokens`` counts the full text including special tokens, ``truncated`` is
-    ``n_tokens > cfg.max_length`` (only the first ``max_length`` tokens were encoded).
+    order; ``n_tokens`` counts the tokens encoded, special tokens included (at most
+    ``cfg.max_length``); ``truncated`` marks texts that had more (only their first
+    ``max_length`` tokens were encoded; the log says what share of their characters that was).
     """
     import torch
 
@@ -260,19 +341,26 @@ def embed_texts(
     bar.close()
     dt = time.perf_counter() - t0
     log.info(
-        "embedded %d texts in %.1f s (%.1f texts/s; tokenising %.1f s; %d truncated at %d tokens; "
-        "%s backend, %d threads on %s)",
+        "embedded %d texts in %.1f s (%.1f texts/s; tokenising %.1f s; %d truncated at %d tokens, "
+        "keeping %s of their characters on average; %s backend, %d threads on %s)",
         n,
         dt,
         n / dt if dt else float("inf"),
         t_tok,
         int(tok.truncated.sum()),
         cfg.max_length,
+        _share(tok.coverage[tok.truncated]),
         backend,
         nthreads,
         dev,
     )
     return out, tok.n_tokens, tok.truncated
+
+
+def _share(fractions: np.ndarray) -> str:
+    """Mean of ``fractions`` as a percentage ('n/a' when empty or unknown)."""
+    known = fractions[np.isfinite(fractions)]
+    return f"{100 * known.mean():.0f} %" if len(known) else "n/a"
 
 
 def reference_embed_texts(
