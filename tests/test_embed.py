@@ -325,3 +325,18 @@ def test_unknown_hub_name_fails_fast_offline(tmp_path):
 def test_max_length_beyond_model_is_refused():
     with pytest.raises(ValueError, match="exceeds"):
         embed_texts(["NaCl crystallizes in the cubic Fm-3m space group."], _cfg(max_length=1024), device="cpu")
+
+
+def test_cache_parts_with_untruncated_counts_read_as_tokens_encoded(tmp_path):
+    """Cache parts written before n_tokens meant 'tokens encoded' hold the whole text's count;
+    reading them must give at most max_length, like freshly computed rows."""
+    from matfuse.embed.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path, "identity-x", "mean", 512, label="ckpt")
+    emb = np.arange(6, dtype=np.float32).reshape(3, 2)
+    cache.append(["a", "b", "c"], emb, np.array([900, 512, 40]), np.array([True, False, False]))
+    rows = cache.lookup(["a", "b", "c"])
+    got = dict(zip(rows.hashes, rows.n_tokens.tolist()))
+    assert got == {"a": 512, "b": 512, "c": 40}
+    assert dict(zip(rows.hashes, rows.truncated.tolist())) == {"a": True, "b": False, "c": False}
+    assert np.array_equal(rows.embeddings[rows.hashes.index("c")], emb[2])
