@@ -120,6 +120,34 @@ def _prefix(text: str, chars: float) -> str:
     return text[: m.start()] if m else text
 
 
+def _encode_prefixes(texts: list[str], tokenizer: Any, budget: int, first: float) -> list[Any]:
+    """Encodings (no special tokens, untruncated) of a prefix of each text (see :func:`_prefix`),
+    starting at ``first`` characters and 4x longer until it is the whole text or gives more than
+    ``budget`` + :data:`PREFIX_MARGIN` tokens."""
+    encodings: list[Any] = [None] * len(texts)
+    window = [first] * len(texts)
+    pending = list(range(len(texts)))
+    while pending:
+        prefixes = [_prefix(texts[j], window[j]) for j in pending]
+        batch = tokenizer(
+            prefixes,
+            add_special_tokens=False,
+            truncation=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        ).encodings
+        retry = []
+        for j, p, e in zip(pending, prefixes, batch):
+            if len(p) == len(texts[j]) or len(e) > budget + PREFIX_MARGIN:
+                encodings[j] = e
+            else:  # too few tokens in this prefix to trust its first `budget`
+                window[j] *= 4
+                retry.append(j)
+        pending = retry
+    return encodings
+
+
 def tokenize(texts: list[str], tokenizer: Any, max_length: int) -> Tokenized:
     """Tokenise with truncation to ``max_length``: ids equal ``tokenizer(text, truncation=True,
     max_length=max_length)["input_ids"]``.
@@ -147,27 +175,7 @@ def tokenize(texts: list[str], tokenizer: Any, max_length: int) -> Tokenized:
         first = (budget + PREFIX_MARGIN) * PREFIX_CHARS_PER_TOKEN if _splits_at_whitespace(backend) else np.inf
         for start in range(0, n, TOKENIZE_CHUNK):
             chunk = list(texts[start : start + TOKENIZE_CHUNK])
-            encodings: list[Any] = [None] * len(chunk)
-            window = [first] * len(chunk)
-            pending = list(range(len(chunk)))
-            while pending:
-                prefixes = [_prefix(chunk[j], window[j]) for j in pending]
-                batch = tokenizer(
-                    prefixes,
-                    add_special_tokens=False,
-                    truncation=False,
-                    return_attention_mask=False,
-                    return_token_type_ids=False,
-                    verbose=False,
-                ).encodings
-                retry = []
-                for j, p, e in zip(pending, prefixes, batch):
-                    if len(p) == len(chunk[j]) or len(e) > budget + PREFIX_MARGIN:
-                        encodings[j] = e
-                    else:  # too few tokens in this prefix to trust its first `budget`
-                        window[j] *= 4
-                        retry.append(j)
-                pending = retry
+            encodings = _encode_prefixes(chunk, tokenizer, budget, first)
             for j, e in enumerate(encodings):
                 i = start + j
                 if len(e) > budget:
@@ -178,7 +186,6 @@ def tokenize(texts: list[str], tokenizer: Any, max_length: int) -> Tokenized:
                 ids.append(final.ids)
                 if tt is not None:
                     tt.append(final.type_ids)
-            del encodings
     else:
         enc = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
         full = tokenizer(texts, truncation=False, return_attention_mask=False, return_token_type_ids=False)
