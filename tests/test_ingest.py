@@ -98,12 +98,13 @@ def test_rejects_record_every_bad_entry_with_its_reason(mp_rows, tmp_path):
     entries_p, rejects_p = tmp_path / "entries.parquet", tmp_path / "rejects.parquet"
     entries = ingest(_cfg(path, max_sites=max_sites), "t", entries_p, rejects_p)
     rejects = pd.read_parquet(rejects_p)
-    reasons = dict(zip(rejects["material_id"], rejects["reason"]))
+    reasons = rejects.groupby("material_id")["reason"].agg(" | ".join).to_dict()  # an id may have several rows
     assert "unparseable" in reasons["bad-cif"]
     assert "partial occupancy" in reasons["bad-partial"]
     assert "overlap" in reasons["bad-overlap"]
     assert f"exceeds max_sites={max_sites}" in reasons["bad-big"]
     assert "duplicate material_id" in reasons[df.loc[1, "material_id"]]
+    assert "same structure; different formation_energy_per_atom" in reasons[df.loc[1, "material_id"]]
     assert "formation_energy_per_atom: missing" in reasons["nan-target"]
     assert "not finite (inf)" in reasons["inf-target"]
     # Kept: every real row (the duplicate's first occurrence) and the two entries with one bad target.

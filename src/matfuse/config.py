@@ -65,6 +65,17 @@ class TableSource(_Strict):
         default_factory=list,
         description="Canonical targets given per cell in the file: divided by the cell's number of sites.",
     )
+    formula_column: str | None = Field(
+        "auto",
+        description="Column declaring each structure's formula (reduced or per cell); a parsed structure "
+        "whose composition disagrees is a reject. 'auto' = a column named formula, pretty_formula, "
+        "formula_pretty or reduced_formula if present; null = no check.",
+    )
+    nsites_column: str | None = Field(
+        "auto",
+        description="Column declaring each structure's number of sites; a parsed structure with another "
+        "count is a reject. 'auto' = a column named nsites or num_sites if present; null = no check.",
+    )
 
 
 class MPSource(_Strict):
@@ -395,6 +406,45 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["description"] = "matfuse workflow configuration (generated from matfuse.config.Config)."
     return schema
+
+
+def missing_training_targets(cfg: Config) -> list[tuple[str, str]]:
+    """``(dataset, target)`` pairs where a training dataset does not provide a training target.
+
+    Evaluation-only datasets (``train: false``, zero-shot sets) may lack targets: they are skipped
+    for those targets. A dataset that is trained on must provide every ``training.targets`` entry.
+    """
+    return [
+        (ds, target)
+        for ds in cfg.train_datasets()
+        for target in cfg.training.targets
+        if target not in cfg.datasets[ds].target_names()
+    ]
+
+
+def check_training_targets(cfg: Config) -> None:
+    """Fail fast (before any job runs): raise ``ValueError`` naming each dataset/target that is missing."""
+    missing = missing_training_targets(cfg)
+    if not missing:
+        return
+    lines = []
+    for ds, target in missing:
+        src = cfg.datasets[ds].source
+        have = ", ".join(cfg.datasets[ds].target_names()) or "none"
+        if src.kind == "mp":
+            how = f"add {target!r} to datasets.{ds}.source.targets (a summary field, or map it in source.target_fields)"
+        else:
+            key = "JARVIS key" if src.kind == "jarvis" else "column of the file"
+            how = f"map it in datasets.{ds}.source.targets ({target}: <{key}>)"
+        lines.append(
+            f"training target {target!r} is not provided by training dataset {ds!r} "
+            f"({src.kind} source; its targets: {have}): {how}"
+        )
+    raise ValueError(
+        "\n".join(lines)
+        + "\nor remove the target from training.targets, or leave the dataset out of training "
+        "(training.datasets, or `train: false` for an evaluation-only set)."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - tiny CLI

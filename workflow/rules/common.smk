@@ -3,9 +3,12 @@
 import os
 import re
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from matfuse.config import GRAPH_MODELS, TEXT_MODELS, load_config
+import matfuse.density.workflow as dwf
+from matfuse.config import GRAPH_MODELS, TEXT_MODELS, check_training_targets, load_config
+from matfuse.embed.encoder import EncoderUnavailableError, check_encoder_available
 
 # Defaults come from the typed config (set_default would merge every source kind's defaults).
 validate(config, schema="../schemas/config.schema.json", set_default=False)
@@ -19,6 +22,41 @@ DATASETS = list(CFG.datasets)
 TRAIN_DATASETS = CFG.train_datasets()
 SHARDS = list(range(CFG.text.n_shards))
 NONE = "none"
+
+
+def used_encoders():
+    """Keys of `embeddings` some job will embed with (training text models, ecd_text)."""
+    names = set()
+    if set(CFG.training.models) & TEXT_MODELS and TRAIN_DATASETS:
+        names.update(CFG.training.encoders)
+    d = CFG.density
+    if d is not None and "ecd_text" in d.models and d.datasets:
+        names.update(e for e in d.encoders if e in CFG.embeddings)
+    return sorted(names)
+
+
+def check_inputs_at_start():
+    """Fail fast, before any job runs: a training target that a training dataset lacks, and text
+    encoders that are not on this machine (no weights are loaded; hub names: local cache only)."""
+    try:
+        check_training_targets(CFG)
+    except ValueError as exc:
+        raise WorkflowError(f"config error: {exc}") from None
+    problems = []
+    for name in used_encoders():
+        enc = CFG.embeddings[name]
+        try:
+            check_encoder_available(enc.model, enc.allow_download)
+        except EncoderUnavailableError as exc:
+            problems.append(f"embeddings.{name} (model: {enc.model}): {exc}")
+    if problems:
+        raise WorkflowError("text encoder not available:\n" + "\n".join(problems))
+
+
+# Only where the DAG is built (not again inside every job of a cluster run).
+if workflow.is_main_process:
+    check_inputs_at_start()
+
 
 # The Materials Project key is passed through to jobs (also cluster jobs) only when a dataset
 # uses the `mp` source; it is never written to logs or outputs.
@@ -42,7 +80,8 @@ wildcard_constraints:
 
 
 def dataset_cfg(wildcards):
-    return CFG.datasets[wildcards.dataset].model_dump()
+    # `train` (trained on or evaluation-only) does not change the entry table
+    return CFG.datasets[wildcards.dataset].model_dump(exclude={"train"})
 
 
 def pooling_of(encoder):
@@ -100,6 +139,63 @@ def parity_plots():
     for e in experiments():
         out.add("results/plots/parity/{dataset}/{target}/{model}.png".format(**e))
     return sorted(out)
+
+
+#: Keys of one experiment in results/experiments.json (the metrics.csv columns that name it).
+EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "kind")
+
+
+def experiment_manifest():
+    """The experiment set of this config, as written to results/experiments.json.
+
+    These are the params of the `experiments` job: Snakemake re-runs it whenever they change (its
+    output has its own metadata), and with it `metrics`, which otherwise misses changes of the experiment set
+    (new outputs, e.g. parity plots, have no metadata, and then Snakemake checks no params or
+    input changes at all). `kind` is "trained" (train/val/test rows) or "zeroshot".
+    """
+    rows = []
+    for e in experiments():
+        key = dict(train_dataset=e["dataset"], target=e["target"], model=e["model"],
+                   text_encoder=e["encoder"], text_variant=e["variant"], seed=int(e["seed"]))
+        rows.append(dict(dataset=e["dataset"], **key, kind="trained"))
+        for ev in zeroshot_sets(e["dataset"], e["target"]):
+            rows.append(dict(dataset=ev, **key, kind="zeroshot"))
+    for e in dwf.experiments(CFG):
+        ds = dwf.ECD.format(**e)
+        rows.append(dict(dataset=ds, train_dataset=ds, target=e["target"], model=e["model"],
+                         text_encoder=e["encoder"], text_variant=e["variant"], seed=int(e["seed"]), kind="trained"))
+    rows = [{k: r[k] for k in EXPERIMENT_KEYS} for r in rows]
+    rows.sort(key=lambda r: tuple(str(r[k]) for k in EXPERIMENT_KEYS))
+    return {
+        "experiments": rows,
+        "predictions": sorted(prediction_files() + dwf.prediction_files(CFG)),
+        "rejects": sorted(reject_files() + dwf.reject_files(CFG)),
+        "parity_plots": parity_plots(),
+    }
+
+
+#: TrainingConfig fields that list the experiments (wildcards of each job), not how one is trained.
+EXPERIMENT_LISTS = {"models", "targets", "datasets", "encoders", "text_variants", "seeds"}
+
+
+def training_params():
+    """What changes a training job's output: the hyper-parameters, not the experiment lists."""
+    return CFG.training.model_dump(exclude=EXPERIMENT_LISTS)
+
+
+# Params of the density rules hold only the sections that change each job's output (not the
+# lists of models, targets, encoders, variants, seeds or the other datasets).
+def density_select_params(wildcards):
+    return {"selection": CFG.density.selection.model_dump()}
+
+
+def density_images_params(wildcards):
+    keep = {"grid", "cube_dtype", "store_cubes", "previews", "slice"}
+    return {**CFG.density.model_dump(include=keep), "datasets": {wildcards.dataset: CFG.density.datasets[wildcards.dataset].model_dump()}}
+
+
+def density_train_params(wildcards):
+    return CFG.density.model_dump(include={"model", "train"})
 
 
 def embedding_file(dataset, encoder, variant):

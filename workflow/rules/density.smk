@@ -67,7 +67,7 @@ if DENSITY is not None:
         log:
             "logs/density/select/{dataset}.log",
         params:
-            density=DENSITY.model_dump(),
+            density=density_select_params,
             split=CFG.split.model_dump(),
         resources:
             mem_mb=2000,
@@ -89,7 +89,7 @@ if DENSITY is not None:
         benchmark:
             "benchmarks/density/images/{dataset}-ecd_{kind}.tsv"
         params:
-            density=DENSITY.model_dump(),
+            density=density_images_params,
         resources:
             mem_mb=6000,
             runtime=240,
@@ -110,7 +110,7 @@ if DENSITY is not None:
         benchmark:
             "benchmarks/density/train/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}.tsv"
         params:
-            density=DENSITY.model_dump(),
+            density=density_train_params,
         wildcard_constraints:
             model="ecd_cnn|ecd_inception|ecd_text",
         threads: CFG.resources.train_threads

@@ -23,8 +23,28 @@ rule predict:
         "../scripts/predict.py"
 
 
+# The experiment set of the config (results/experiments.json): re-run whenever it changes (params),
+# and with it `metrics`, so metrics.csv always follows the config (see experiment_manifest).
+rule experiments:
+    output:
+        manifest="results/experiments.json",
+    log:
+        "logs/experiments.log",
+    params:
+        # lambda: density.smk (included later) adds the charge-density experiments
+        manifest=lambda wc: experiment_manifest(),
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../../envs/matfuse.yaml"
+    script:
+        "../scripts/experiments.py"
+
+
 rule metrics:
     input:
+        experiments="results/experiments.json",
         # lambdas: density.smk (included later) adds the charge-density results
         predictions=lambda wc: prediction_files() + density_prediction_files(),
         rejects=lambda wc: reject_files() + density_reject_files(),
@@ -46,6 +66,7 @@ rule metrics:
 
 
 localrules:
+    experiments,
     metrics,
 
 
@@ -58,7 +79,7 @@ rule predict_zeroshot:
     log:
         "logs/predict_zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
     params:
-        evalsets=lambda wc: zeroshot_sets(wc.dataset, wc.target),
+        evalsets=lambda wc: sorted(zeroshot_sets(wc.dataset, wc.target)),
         device=CFG.training.device,
     threads: CFG.resources.train_threads
     resources:

@@ -12,7 +12,8 @@ rule cromel:
     benchmark:
         "benchmarks/cromel/{dataset}/seed{seed}.tsv"
     params:
-        cfg=lambda wc: CFG.cromel.model_dump() if CFG.cromel else None,
+        # not the seeds list nor the dataset name (the wildcards): adding a seed runs only that seed
+        cfg=lambda wc: CFG.cromel.model_dump(exclude={"seeds", "dataset"}) if CFG.cromel else None,
         seed=lambda wc: int(wc.seed),
     threads: CFG.resources.train_threads
     resources:

@@ -12,7 +12,8 @@ rule describe:
         "benchmarks/describe/{dataset}/{shard}.tsv"
     params:
         n_shards=CFG.text.n_shards,
-        text_cfg=CFG.text.model_dump(),
+        # every shard holds all three variants: text.variants does not change it
+        text_cfg=CFG.text.model_dump(exclude={"variants"}),
     threads: CFG.resources.describe_threads
     resources:
         mem_mb=CFG.resources.describe_mem_mb,

@@ -14,7 +14,9 @@ rule train:
     benchmark:
         "benchmarks/train/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.tsv"
     params:
-        training=CFG.training.model_dump(),
+        # only what changes this job's output: hyper-parameters, not the lists of models, targets,
+        # datasets, encoders, variants or seeds (those are the wildcards; see training_params)
+        training=training_params(),
         graph=CFG.graph.model_dump(),
     threads: CFG.resources.train_threads
     resources:

@@ -11,4 +11,5 @@ ingest(
     smk.wildcards.dataset,
     smk.output.entries,
     smk.output.rejects,
+    workers=smk.threads,
 )

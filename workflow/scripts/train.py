@@ -14,6 +14,19 @@ from matfuse.train import train_model
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
+wc = smk.wildcards
+# params.training holds the hyper-parameters only; the experiment lists of the config are not
+# params (adding a model must not re-run the others): config.json records this one experiment.
+texts = wc.encoder != "none"
+training = TrainingConfig.model_validate({
+    **smk.params.training,
+    "models": [wc.model],
+    "targets": [wc.target],
+    "datasets": [wc.dataset],
+    "encoders": [wc.encoder] if texts else [],
+    "text_variants": [wc.variant] if texts else [],
+    "seeds": [int(wc.seed)],
+})
 train_model(
     entries_path=smk.input.entries,
     splits_path=smk.input.splits,
@@ -23,7 +36,7 @@ train_model(
     model_name=smk.wildcards.model,
     target=smk.wildcards.target,
     seed=int(smk.wildcards.seed),
-    training=TrainingConfig.model_validate(smk.params.training),
+    training=training,
     graph=GraphConfig.model_validate(smk.params.graph),
     threads=smk.threads,
 )

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.io.vasp import Chgcar
 
-from matfuse.io import atomic_path
+from matfuse.io import atomic_path, id_filename, id_from_filename
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,10 @@ class NpzWriter:
         self._zf = zipfile.ZipFile(self._tmp, "w", compression=mode, allowZip64=True)
 
     def add(self, key: str, array: np.ndarray) -> None:
-        if "/" in key or key.startswith("."):
-            raise ValueError(f"unsafe npz key {key!r}")
-        with self._zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+        """Store ``array`` as member ``<id_filename(key)>.npy`` (``np.load(...)["mp-149"]`` works for
+        ids that need no encoding; :func:`iter_npz` decodes every key). Raises
+        :class:`matfuse.io.UnsafeIdError` for a key no file can name (empty, control characters)."""
+        with self._zf.open(f"{id_filename(key)}.npy", "w", force_zip64=True) as fh:
             np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
 
     def close(self, ok: bool = True) -> None:
@@ -128,10 +129,11 @@ class NpzWriter:
 
 
 def iter_npz(path: str | os.PathLike[str]) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (key, array) from an npz without loading all of it (no pickles)."""
+    """Yield (key, array) from an npz without loading all of it (no pickles); keys of a
+    :class:`NpzWriter` file are decoded back to the ids given to :meth:`NpzWriter.add`."""
     with np.load(path, allow_pickle=False) as z:
         for key in z.files:
-            yield key, z[key]
+            yield id_from_filename(key), z[key]
 
 
 def save_preview(image: np.ndarray, path: str | os.PathLike[str], title: str = "", units: str = "e/Å³") -> None:

@@ -17,7 +17,7 @@ from pymatgen.io.vasp import Chgcar
 
 from matfuse.density.config import KIND_FILE, DensitySource, LocalDensitySource, MPDensitySource
 from matfuse.density.io import DensityReadError, chgcar_from_json, chgcar_to_json_gz, read_manifest, read_volumetric
-from matfuse.io import atomic_path
+from matfuse.io import UnsafeIdError, atomic_path, id_filename
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,10 @@ def _s3_endpoint(url: str | None) -> Iterator[None]:
 def iter_mp(material_ids: list[str], src: MPDensitySource, kind: str) -> Iterator[DensityItem]:
     """CHGCARs through ``MPRester.get_charge_density_from_material_id`` (cached as JSON.gz).
 
-    Only CHGCAR blocks exist there, so ``valence`` (AECCAR2) is rejected for every id.
+    Cache files are ``<cache_dir>/<id_filename(id)>.json.gz`` (:func:`matfuse.io.id_filename`:
+    ``mp-149`` stays ``mp-149``, an id like ``../x`` cannot leave ``cache_dir``); an id that cannot
+    name a file (empty, control characters) gets an item with the reason. Only CHGCAR blocks exist
+    there, so ``valence`` (AECCAR2) is rejected for every id.
     """
     want = KIND_FILE[kind]
     if want != "CHGCAR":
@@ -81,8 +84,14 @@ def iter_mp(material_ids: list[str], src: MPDensitySource, kind: str) -> Iterato
         return
     cache = Path(src.cache_dir) if src.cache_dir else None
     todo: list[str] = []
+    names: dict[str, str] = {}
     for mid in material_ids:
-        cached = cache / f"{mid}.json.gz" if cache else None
+        try:
+            names[mid] = id_filename(mid)
+        except UnsafeIdError as exc:  # never a file name, nor sent to the API
+            yield DensityItem(mid, None, "CHGCAR", "", str(exc))
+            continue
+        cached = cache / f"{names[mid]}.json.gz" if cache else None
         if cached is not None and cached.is_file():
             try:
                 yield DensityItem(mid, chgcar_from_json(cached.read_bytes()), "CHGCAR", str(cached))
@@ -116,7 +125,7 @@ def iter_mp(material_ids: list[str], src: MPDensitySource, kind: str) -> Iterato
                 if isinstance(chg, tuple):
                     chg = chg[0]
                 if cache is not None:
-                    with atomic_path(cache / f"{mid}.json.gz") as tmp:
+                    with atomic_path(cache / f"{names[mid]}.json.gz") as tmp:
                         tmp.write_bytes(chgcar_to_json_gz(chg))
                 yield DensityItem(mid, chg, "CHGCAR", f"mp:{mid}")
 

@@ -7,8 +7,8 @@ Outputs (``workflow/rules/density.smk``), with ``{ecd} = {dataset}-ecd_{kind}`` 
     results/density/{dataset}/selection.parquet        ids kept by the FCC/stable selection
     results/density/{dataset}/selection_rejects.parquet
     results/density/{ecd}/slices.parquet               one row per material: image + metadata
-    results/density/{ecd}/cubes.npz                    regridded cubes (key = material id)
-    results/density/{ecd}/previews/                    one PNG per material
+    results/density/{ecd}/cubes.npz                    regridded cubes (key = id_filename(material id))
+    results/density/{ecd}/previews/                    one PNG per material, <id_filename(id)>.png
     results/density/{ecd}/rejects.parquet              material_id, stage="density", reason
     results/predictions/{ecd}/{target}/{model}/{encoder}/{variant}/seed{seed}.parquet
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from matfuse.density.io import NpzWriter, save_preview
 from matfuse.density.regrid import KindUnavailable, regrid
 from matfuse.density.slice import slice_image
 from matfuse.density.sources import iter_densities
-from matfuse.io import rejects_frame, write_json, write_parquet
+from matfuse.io import UnsafeIdError, id_filename, rejects_frame, write_json, write_parquet
 from matfuse.structures import dump_structure
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 STAGE = "density"
 #: Cubic space groups with F centring (Fm-3m, Fd-3m, F-43m, ...): the paper's "FCC lattice".
 FCC_SPACEGROUPS = (196, 202, 203, 209, 210, 216, 219, 225, 226, 227, 228)
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 ECD_SEP = "-ecd_"
@@ -89,8 +87,9 @@ def annotate_ecd_metrics(metrics: pd.DataFrame, prediction_paths: list[str]) -> 
 
 
 def safe_name(material_id: str) -> str:
-    """File-name-safe form of an id (previews)."""
-    return _SAFE.sub("_", material_id)
+    """File-name form of an id (previews): :func:`matfuse.io.id_filename` (reversible, so two ids
+    never share a preview; raises :class:`matfuse.io.UnsafeIdError` for ids no file can name)."""
+    return id_filename(material_id)
 
 
 def slices_table(rows: list[dict[str, Any]], size: tuple[int, int]) -> pa.Table:
@@ -144,6 +143,11 @@ def build_density_images(
             mid = item.material_id
             if item.chgcar is None:
                 rejects.append({"material_id": mid, "stage": STAGE, "reason": item.reason})
+                continue
+            try:  # the cube and preview are stored under the id: one no file can name is rejected
+                safe_name(mid)
+            except UnsafeIdError as exc:
+                rejects.append({"material_id": mid, "stage": STAGE, "reason": str(exc)})
                 continue
             try:
                 t0 = time.perf_counter()
@@ -294,7 +298,8 @@ def select_stage(
         from matfuse.split import make_splits
 
         ids = kept["material_id"].astype(str).tolist()
-        splits = make_splits(ids, split_cfg)
+        groups = kept["structure_hash"].tolist() if "structure_hash" in kept.columns else None
+        splits = make_splits(ids, split_cfg, groups)  # identical structures stay on one side
         payload = {
             **splits,
             "settings": split_cfg.model_dump(),

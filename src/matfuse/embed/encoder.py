@@ -152,6 +152,53 @@ def resolve_encoder(spec: str, allow_download: bool = False) -> ResolvedEncoder:
     return ResolvedEncoder(spec, snap, "hub", f"hf:{spec}@{snap.name}")
 
 
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def check_encoder_available(spec: str, allow_download: bool = False) -> Literal["packaged", "local", "hub", "download"]:
+    """Cheap pre-flight check that :func:`resolve_encoder` will find ``spec`` on this machine.
+
+    Same decisions as :func:`resolve_encoder`, but loads no weights, hashes nothing and uses no
+    network (hub names: ``snapshot_download(local_files_only=True)``, a look-up in the local cache).
+    Returns where the checkpoint will come from (``"download"``: not cached, but ``allow_download``
+    is set and the hub is not switched off); raises :class:`EncoderUnavailableError` saying what to do.
+    """
+    if spec.startswith("packaged:"):
+        packaged_path(spec.split(":", 1)[1])
+        return "packaged"
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not local.is_dir() or not (local / "config.json").is_file():
+            raise EncoderUnavailableError(f"encoder path {local} is not a checkpoint folder (no config.json)")
+        return "local"
+    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1:
+        raise EncoderUnavailableError(
+            f"encoder path {spec!r} does not exist (relative paths are relative to {Path.cwd()}); point "
+            f"`model:` at a checkpoint folder (config.json, weights, tokenizer) or use 'packaged:minilm'"
+        )
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snap = Path(snapshot_download(spec, local_files_only=True))
+    except HFValidationError as exc:
+        raise EncoderUnavailableError(f"{spec!r} is neither an existing path nor a valid hub name: {exc}") from exc
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
+        if not allow_download:
+            raise EncoderUnavailableError(_no_hub_message(spec, type(exc).__name__)) from exc
+        if _env_true("HF_HUB_OFFLINE"):
+            raise EncoderUnavailableError(
+                _no_hub_message(spec, "allow_download is set, but HF_HUB_OFFLINE=1 switches the hub off; "
+                                "run with HF_HUB_OFFLINE=0 where the hub is reachable")
+            ) from exc
+        return "download"
+    if not (snap / "config.json").is_file():
+        raise EncoderUnavailableError(_no_hub_message(spec, f"cached snapshot {snap} is incomplete"))
+    return "hub"
+
+
 _MODEL_MEMO: dict[tuple[str, str], tuple[Any, Any]] = {}
 _MODEL_LOCK = threading.Lock()
 

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from matfuse.config import EncoderConfig
-from matfuse.embed.cache import EmbeddingCache, embedding_table, text_sha256, vectors_of
+from matfuse.embed.cache import EmbeddingCache, bad_vector_rows, embedding_table, text_sha256, vectors_of
 from matfuse.embed.encoder import ResolvedEncoder, load_encoder, pick_device, resolve_encoder
 from matfuse.io import rejects_frame, write_parquet
 
@@ -427,8 +427,10 @@ def embed_dataset(
     """Embed column ``text_{variant}`` of ``texts_path`` and write the embedding table ``out_path``.
 
     Rows whose text is missing or blank are not embedded: they are logged and returned (and
-    written to ``rejects_path`` when given) as rejects with stage ``embed``. Vectors come from the
-    cache under ``cfg.cache_dir`` when present; new ones are computed and appended to it.
+    written to ``rejects_path`` when given) as rejects with stage ``embed``; so are rows whose text
+    the encoder turns into a non-finite vector (never cached). Vectors come from the cache under
+    ``cfg.cache_dir`` when present (damaged cached rows count as misses, see
+    :meth:`EmbeddingCache.lookup`); new ones are computed and appended to it.
     """
     t0 = time.perf_counter()
     column = f"text_{variant}"
@@ -469,7 +471,7 @@ def embed_dataset(
     unique: dict[str, str] = {}
     for h, t in zip(hashes, texts_kept):
         unique.setdefault(h, t)
-    cached = cache.lookup(unique)
+    cached = cache.lookup(unique, dim=encoder_width(resolved))
     vec: dict[str, tuple[np.ndarray, int, bool]] = {
         h: (cached.embeddings[i], int(cached.n_tokens[i]), bool(cached.truncated[i]))
         for i, h in enumerate(cached.hashes)
@@ -490,9 +492,17 @@ def embed_dataset(
         emb, n_tok, trunc = embed_texts(
             [unique[h] for h in missing], cfg, device, threads=threads, progress=progress, resolved=resolved
         )
-        cache.append(missing, emb, n_tok, trunc)
-        for i, h in enumerate(missing):
-            vec[h] = (emb[i], int(n_tok[i]), bool(trunc[i]))
+        bad = bad_vector_rows(emb)
+        good = np.flatnonzero(~bad)
+        nonfinite = {missing[i] for i in np.flatnonzero(bad)}
+        cache.append([missing[i] for i in good], emb[good], n_tok[good], trunc[good])
+        for i in good:
+            vec[missing[i]] = (emb[i], int(n_tok[i]), bool(trunc[i]))
+        if nonfinite:
+            rejects = _reject_nonfinite(rejects, ids_kept, hashes, nonfinite, column)
+            kept = [h not in nonfinite for h in hashes]
+            ids_kept = [m for m, k in zip(ids_kept, kept) if k]
+            hashes = [h for h, k in zip(hashes, kept) if k]
 
     dims = {v[0].shape[0] for v in vec.values()}
     if len(dims) > 1:
@@ -535,6 +545,34 @@ def embed_dataset(
         out_path=Path(out_path),
         rejects=rejects,
     )
+
+
+def encoder_width(resolved: ResolvedEncoder) -> int | None:
+    """``hidden_size`` of the encoder's ``config.json`` (the width of its pooled vectors), or None
+    when the config does not say; lets the cache skip parts of another width before any compute."""
+    try:
+        width = json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8")).get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return width if isinstance(width, int) and width > 0 else None
+
+
+def _reject_nonfinite(
+    rejects: pd.DataFrame, ids: list[str], hashes: list[str], nonfinite: set[str], column: str
+) -> pd.DataFrame:
+    """``rejects`` plus one row per entry whose text the encoder turned into NaN/inf (logged)."""
+    rows = [
+        {"material_id": m, "stage": STAGE, "reason": f"encoder gave non-finite values (NaN/inf) for {column} (text_sha256 {h})"}
+        for m, h in zip(ids, hashes)
+        if h in nonfinite
+    ]
+    log.warning(
+        "%d entries are left out: the encoder gave non-finite vectors for their %s (not cached): %s",
+        len(rows),
+        column,
+        ", ".join(r["material_id"] for r in rows[:20]),
+    )
+    return rejects_frame(rejects.to_dict("records") + rows)
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:

@@ -95,8 +95,43 @@ def read_table(path: str | Path, fmt: str = "auto", members: list[str] | None = 
     raise TableError(f"unknown table format {fmt!r}")
 
 
+FORMULA_COLUMNS = ("formula", "pretty_formula", "formula_pretty", "reduced_formula")
+NSITES_COLUMNS = ("nsites", "num_sites")
+
+
+def _declared_column(df: pd.DataFrame, setting: str | None, auto: tuple[str, ...], what: str) -> str | None:
+    if setting is None:
+        return None
+    if setting == "auto":
+        return next((c for c in auto if c in df.columns), None)
+    if setting not in df.columns:
+        raise TableError(f"{what} {setting!r} is not a column of the table; it has {list(df.columns)[:20]}")
+    return setting
+
+
+def _ids(column: pd.Series, prefix: str) -> pd.Series:
+    """Ids as strings with the prefix; empty cells stay missing (None), never ``'nan'``.
+
+    A column of whole numbers that pandas read as floats (because a cell is empty) keeps its
+    integer spelling (``7``, not ``7.0``).
+    """
+    values = column.tolist()
+    if pd.api.types.is_float_dtype(column) and all(v != v or float(v).is_integer() for v in values):
+        values = [v if v != v else int(v) for v in values]
+    out = []
+    for v in values:
+        text = "" if v is None or (isinstance(v, float) and v != v) else str(v).strip()
+        out.append(prefix + text if text else None)
+    return pd.Series(out, index=column.index, dtype=object)
+
+
 def fetch(cfg: TableSource) -> pd.DataFrame:
-    """Return raw records (material_id, structure, structure_format, targets..., provenance)."""
+    """Return raw records (material_id, structure, structure_format, targets..., provenance).
+
+    Target cells are passed on as read (ingest turns them into numbers and records each value
+    that is not one, with the value); ``declared_formula`` / ``declared_nsites`` carry the table's
+    formula and site-count columns when it has them (see ``formula_column`` / ``nsites_column``).
+    """
     df = read_table(cfg.path, cfg.format, cfg.members)
     missing = [c for c in [cfg.id_column, cfg.structure_column, *cfg.targets.values()] if c not in df.columns]
     if missing:
@@ -105,16 +140,23 @@ def fetch(cfg: TableSource) -> pd.DataFrame:
         )
     out = pd.DataFrame(
         {
-            "material_id": cfg.id_prefix + df[cfg.id_column].astype(str).str.strip(),
+            "material_id": _ids(df[cfg.id_column], cfg.id_prefix),
             "structure": df[cfg.structure_column],
             "structure_format": cfg.structure_format,
         }
     )
     for canonical, column in cfg.targets.items():
-        out[canonical] = pd.to_numeric(df[column], errors="coerce")
-        bad = df[column].notna() & out[canonical].isna()
+        out[canonical] = df[column]
+        bad = df[column].notna() & pd.to_numeric(df[column], errors="coerce").isna()
         if bad.any():
-            log.warning("%d value(s) of column %r are not numbers; treated as missing", int(bad.sum()), column)
+            log.warning("%d value(s) of column %r are not numbers (recorded per entry in rejects)", int(bad.sum()), column)
+    formula_col = _declared_column(df, cfg.formula_column, FORMULA_COLUMNS, "formula_column")
+    nsites_col = _declared_column(df, cfg.nsites_column, NSITES_COLUMNS, "nsites_column")
+    out["declared_formula"] = df[formula_col] if formula_col else None
+    out["declared_nsites"] = df[nsites_col] if nsites_col else None
+    if formula_col or nsites_col:
+        log.info("checking parsed structures against the table's columns %s",
+                 [c for c in (formula_col, nsites_col) if c])
     prov = json.dumps(
         {
             "source": "table",
