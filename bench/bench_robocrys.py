@@ -6,7 +6,7 @@ Draws ``--n`` real MP structures (fixed seed) from mp_mtcgcnn_33064.csv.gz and d
   robocrys defaults, one fresh process per batch of ``--batch`` structures (import included),
   each structure limited to ``--timeout`` s (recorded as a timeout, not a stall), run with
   ``PYTHONHASHSEED=0`` like our workers (robocrys' phrase order depends on the hash seed);
-* ours: :func:`matfuse.text.describe.describe_shard` with ``fast_mineral_matching=True`` (the
+* ours: :func:`matfuse.text.describe.describe_shard` with ``fast_paths=True`` (the
   exact fast paths: neighbour/fingerprint memo, prefiltered mineral matching, shared offline
   molecule namer, lazy AFLOW library), ``workers_per_shard=--workers`` and an empty cache, in a
   fresh process (imports included).
@@ -86,7 +86,7 @@ def ours_run(entries_path: str, workdir: str, workers: int) -> tuple[list[dict],
     from matfuse.config import TextConfig
     from matfuse.text.describe import describe_shard, shutdown_workers
 
-    cfg = TextConfig(cache_dir=str(Path(workdir) / "cache"), workers_per_shard=workers, fast_mineral_matching=True)
+    cfg = TextConfig(cache_dir=str(Path(workdir) / "cache"), workers_per_shard=workers, fast_paths=True)
     out = Path(workdir) / "shard.parquet"
     describe_shard(entries_path, out, 0, 1, cfg.cache_dir, cfg)
     shutdown_workers()  # else this (multiprocessing child) process waits on idle workers at exit
@@ -116,6 +116,12 @@ def main() -> int:
     items = [(mid, s.to_json()) for mid, s in structs.items()]
     print(f"{args.n} MP structures (seed {args.seed}), nsites median {int(df['nsites'].median())}, "
           f"max {int(df['nsites'].max())}", flush=True)
+
+    from matfuse.text.settings import unverified_versions
+
+    diff = unverified_versions()
+    print("fast paths: " + (f"OFF (version gate; unverified {diff}): 'ours' runs stock robocrys" if diff
+                            else "on (installed versions are the verified ones)"), flush=True)
 
     # robocrys orders some phrases by iterating sets of strings: compare both sides under the same
     # hash seed (our workers always use 0; the spawned children below inherit this).

@@ -191,18 +191,69 @@ class SplitConfig(_Strict):
 
 
 class TextConfig(_Strict):
+    """Robocrystallographer text stage (see :mod:`matfuse.text`).
+
+    ``fast_mineral_matching`` (its old name) is accepted as a deprecated alias of ``fast_paths``
+    (with a ``FutureWarning``); the schema lists it as deprecated so old configs still validate.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=lambda schema: schema["properties"].update(
+            fast_mineral_matching={
+                "type": "boolean",
+                "deprecated": True,
+                "description": "Deprecated alias of fast_paths (it switches all exact fast paths, not only "
+                "mineral matching).",
+            }
+        )
+    )
+
     variants: list[TextVariant] = Field(default_factory=lambda: ["all", "key", "single"])
     n_shards: int = Field(2, ge=1, description="Robocrys jobs per dataset (run in parallel).")
     workers_per_shard: int = Field(1, ge=1)
     cache_dir: str = Field("results/cache/robocrys", description="Per-structure text cache (shareable).")
-    fast_mineral_matching: bool = Field(
+    fast_paths: bool = Field(
         True,
-        description="Exact fast paths (mineral-matching prefilter, neighbour memo, one molecule namer per "
-        "process): byte-identical texts, ~5x less compute; false = stock robocrys.",
+        description="Exact robocrys fast paths (neighbour/fingerprint memo, mineral-matching prefilter, one "
+        "offline molecule namer per process, lazy AFLOW library, numpy short paths): byte-identical texts, "
+        "~5-20x less compute. Applied only with the verified robocrys/pymatgen/matminer/spglib/numpy "
+        "versions (matfuse.text.settings.VERIFIED_VERSIONS), else stock robocrys with a warning; "
+        "false = stock robocrys.",
     )
     timeout_s: float | None = Field(
         None, description="Per-structure time limit; a structure over it is recorded as a failure."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_fast_mineral_matching(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "fast_mineral_matching" not in data:
+            return data
+        import warnings
+
+        data = dict(data)
+        old = data.pop("fast_mineral_matching")
+        if "fast_paths" in data and data["fast_paths"] != old:
+            raise ValueError(
+                "text.fast_mineral_matching (deprecated alias of text.fast_paths) contradicts text.fast_paths; "
+                "keep only fast_paths"
+            )
+        data.setdefault("fast_paths", old)
+        warnings.warn(
+            "text.fast_mineral_matching is deprecated (it switches all exact robocrys fast paths): "
+            "use text.fast_paths",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return data
+
+    @property
+    def fast_mineral_matching(self) -> bool:
+        """Deprecated read-only alias of :attr:`fast_paths`."""
+        import warnings
+
+        warnings.warn("TextConfig.fast_mineral_matching is deprecated: use fast_paths", FutureWarning, stacklevel=2)
+        return self.fast_paths
 
 
 class EncoderConfig(_Strict):

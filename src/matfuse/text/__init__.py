@@ -9,6 +9,8 @@
   fingerprint and bonding-graph work, numpy short paths for pymatgen's Voronoi/order parameters.
 - :mod:`matfuse.text.lazy_prototypes`: defers pymatgen's unused AFLOW prototype library.
 - :mod:`matfuse.text.cache`: per-structure text cache.
+- :mod:`matfuse.text.settings`: cache-key settings and the version gate of the fast paths
+  (applied only with the verified robocrys / pymatgen / matminer / spglib / numpy versions).
 
 Submodules are imported on demand (importing robocrys takes ~20 s).
 """

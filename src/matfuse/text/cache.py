@@ -1,8 +1,10 @@
 """Per-structure cache of Robocrystallographer texts.
 
 One small JSON file per structure, ``<cache_dir>/<key[:2]>/<key>.json``, where ``key`` hashes the
-entry's ``structure_hash``, the robocrys and pymatgen versions and the variant settings
-(:data:`matfuse.text.robocrys_text.TEXT_SETTINGS`). Files are written atomically, so a cache dir
+entry's ``structure_hash``, the versions of every library that can change a text (robocrys,
+pymatgen, pymatgen-core, matminer, spglib: :func:`matfuse.text.settings.text_versions`) and the
+variant settings (:data:`matfuse.text.settings.TEXT_SETTINGS`). Whether robocrys' exact fast paths
+were on is not part of the key: they give byte-identical texts, so records are shared. Files are written atomically, so a cache dir
 can be shared by concurrent jobs and datasets; a corrupt or mismatching file counts as a miss.
 Only successful descriptions are cached (failures, e.g. timeouts, are retried on reruns).
 """

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from matfuse.config import TextConfig
 from matfuse.io import rejects_frame, write_parquet
 from matfuse.text.cache import TextCache
+from matfuse.text.settings import fast_paths_verified
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,23 @@ def _on_alarm(signum: int, frame: Any) -> None:  # pragma: no cover - exercised 
     raise DescribeTimeout()
 
 
-def describe_one(structure_json: str, fast_mineral_matching: bool, timeout_s: float | None) -> dict[str, Any]:
+def describe_one(structure_json: str, fast_paths: bool, timeout_s: float | None) -> dict[str, Any]:
     """Describe one structure; never raises. Returns texts or the failure reason, and seconds.
 
+    ``fast_paths``: use robocrys' exact fast paths (if the installed versions are the verified
+    ones, see :func:`matfuse.text.settings.fast_paths_verified`; else stock robocrys).
     The time limit uses ``SIGALRM`` (main thread of this process only; pool workers run tasks in
     their main thread). Code inside C extensions is interrupted when it returns to Python.
     """
     from matfuse.structures import load_structure
+
+    if fast_paths and "matfuse.text.robocrys_text" not in sys.modules:
+        from matfuse.text.lazy_prototypes import install
+
+        install()  # before robocrys is imported; a no-op for unverified versions
     from matfuse.text.robocrys_text import get_robocrys_texts
 
-    texts_maker = get_robocrys_texts(fast_mineral_matching)  # per-process, outside the timer
+    texts_maker = get_robocrys_texts(fast_paths)  # per-process, outside the timer
     use_alarm = timeout_s is not None and timeout_s > 0 and hasattr(signal, "setitimer")
     t0 = time.perf_counter()
     old = None
@@ -182,7 +190,10 @@ def _compute(todo: dict[str, str], cfg: TextConfig) -> Iterable[tuple[str, dict[
     """
     if not todo:
         return
-    fast, timeout = cfg.fast_mineral_matching, cfg.timeout_s
+    # The version gate is asked here, before any worker starts (package metadata, no robocrys
+    # import): with unverified versions the workers run stock robocrys and this process warns once.
+    timeout = cfg.timeout_s
+    fast = cfg.fast_paths and fast_paths_verified(warn=True)
     bar = tqdm(total=len(todo), desc="robocrys", unit="structure", mininterval=5.0)
     try:
         if cfg.workers_per_shard == 1 and not sys.flags.hash_randomization:

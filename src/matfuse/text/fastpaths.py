@@ -32,6 +32,15 @@ hundreds of times. All of these are deterministic functions of their inputs, so
 Structures are keyed by content (:func:`matfuse.text.neighbors.structure_content_key`), and the
 memo is emptied after every structure.
 
+:class:`SharedNamerCondenser` (a copy of robocrys 0.2.13's private
+``StructureCondenser._condense_components``) reuses one :class:`OfflineMoleculeNamer` per process
+instead of loading ``MoleculeNamer``'s DB for every structure.
+
+Version gate: this module copies private robocrys code and patches robocrys/pymatgen globals, so
+it is only imported when :func:`matfuse.text.settings.fast_paths_verified` holds (the installed
+robocrys, pymatgen, matminer, spglib and numpy are the verified ones); :func:`fast_paths` refuses
+to patch otherwise.
+
 :func:`fast_paths` installs the cached functions in robocrys' module namespaces only for the
 duration of one description (this process describes one structure at a time), so stock
 robocrys called from the same process afterwards (tests, benchmarks) is untouched.
@@ -52,10 +61,18 @@ from matminer.featurizers.site import CrystalNNFingerprint
 from matminer.featurizers.structure import SiteStatsFingerprint
 from pymatgen.analysis.local_env import LocalStructOrderParams
 from pymatgen.core import Structure
+from robocrys import StructureCondenser
+from robocrys.condense.component import (
+    get_component_formula,
+    get_structure_inequiv_components,
+    get_sym_inequiv_components,
+)
 from robocrys.condense.fingerprint import get_site_fingerprints as _stock_site_fingerprints
 from robocrys.condense.fingerprint import get_structure_fingerprint as _stock_structure_fingerprint
+from robocrys.condense.molecule import MoleculeNamer
 from robocrys.condense.site import SiteAnalyzer
 
+from matfuse.text import settings as _settings
 from matfuse.text.fastnumpy import NUMPY_VIEW, fast_cross, fast_norm
 from matfuse.text.neighbors import CachedCrystalNN, NeighborCache
 
@@ -64,6 +81,8 @@ __all__ = [
     "FastFingerprints",
     "MemoSiteAnalyzer",
     "NeighborCache",
+    "OfflineMoleculeNamer",
+    "SharedNamerCondenser",
     "fast_cross",
     "fast_norm",
     "fast_paths",
@@ -228,6 +247,70 @@ class MemoSiteAnalyzer(SiteAnalyzer):
             self.bonded_structure = graph
 
 
+class OfflineMoleculeNamer(MoleculeNamer):
+    """``MoleculeNamer`` that never queries PubChem (offline DB only), loading its DB on first use.
+
+    Same attributes as ``MoleculeNamer(use_online_pubchem=False)``; ``molecule_db`` (0.5 s to
+    load) is only read for molecules that have a SMILES string, which needs openbabel.
+    """
+
+    def __init__(self) -> None:  # noqa: D107 - MoleculeNamer.__init__ minus the eager DB load
+        self._molecule_db: dict[str, dict[str, str]] | None = None
+        self.matched_molecules: dict[str, str] = {}
+        self.use_online_pubchem = False
+        self.name_preference = tuple(list(self.name_sources) + list(self.name_sources))
+
+    @property
+    def molecule_db(self) -> dict[str, dict[str, str]]:  # type: ignore[override]
+        if self._molecule_db is None:
+            from importlib.resources import files
+            from monty.serialization import loadfn
+
+            self._molecule_db = loadfn(str(files("robocrys.condense") / "molecule_db.json.gz"))
+        return self._molecule_db
+
+    def get_name_from_pubchem(self, smiles: str) -> str | None:  # pragma: no cover - never called
+        return None
+
+
+class SharedNamerCondenser(StructureCondenser):
+    """``StructureCondenser`` that reuses one offline ``MoleculeNamer`` for every structure."""
+
+    def __init__(self, molecule_namer: MoleculeNamer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.molecule_namer = molecule_namer
+
+    # Same body as robocrys 0.2.13 StructureCondenser._condense_components, except the namer.
+    def _condense_components(self, components, spacegroup_analyzer, site_analyzer):  # type: ignore[no-untyped-def]
+        if self.use_symmetry_equivalent_sites:
+            inequiv_components = get_sym_inequiv_components(components, spacegroup_analyzer)
+        else:
+            inequiv_components = get_structure_inequiv_components(components)
+
+        new_components: dict[int, dict[str, Any]] = {}
+        component_makeup = []
+        for i, component in enumerate(inequiv_components):
+            formula = get_component_formula(
+                component,
+                use_iupac_formula=self.use_iupac_formula,
+                use_common_formulas=self.use_common_formulas,
+            )
+            sites = site_analyzer.get_inequivalent_site_indices(component["site_ids"])
+            if component["dimensionality"] == 0:
+                molecule_name = self.molecule_namer.get_name_from_molecule_graph(component["molecule_graph"])
+            else:
+                molecule_name = None
+            new_components[i] = {
+                "formula": formula,
+                "dimensionality": component["dimensionality"],
+                "orientation": component["orientation"],
+                "molecule_name": molecule_name,
+                "sites": sites,
+            }
+            component_makeup.extend([i] * component["count"])
+        return new_components, component_makeup
+
+
 @contextlib.contextmanager
 def fast_paths(fingerprints: FastFingerprints) -> Iterator[None]:
     """Route robocrys' fingerprint functions and ``SiteAnalyzer`` through the memo, then restore.
@@ -237,7 +320,13 @@ def fast_paths(fingerprints: FastFingerprints) -> Iterator[None]:
     ``robocrys.condense.component.get_structure_fingerprint``,
     ``robocrys.condense.condenser.SiteAnalyzer`` and ``pymatgen.core.local_env.np`` (numpy with
     :func:`fast_cross` / :func:`fast_norm`). The memo is emptied on exit.
+
+    Raises ``RuntimeError`` (before patching anything) unless the installed versions are the
+    verified ones (:func:`matfuse.text.settings.fast_paths_verified`).
     """
+    if not _settings.fast_paths_verified(warn=False):
+        diff = _settings.unverified_versions()
+        raise RuntimeError(f"robocrys fast paths are not verified for the installed versions {diff}; use stock robocrys")
     saved = (
         rc_site.get_site_fingerprints,
         rc_component.get_structure_fingerprint,

@@ -6,7 +6,9 @@ the whole AFLOW prototype library (288 structures, ~2.5 s of each worker's start
 robocrys' own mineral database. :func:`install` loads ``_data`` from pymatgen's own source with
 that one assignment replaced by a :class:`LazyLoadedList` (which loads the same file with the same
 ``loadfn`` on first use); everything else in the module runs unchanged. If the source line is not
-found (another pymatgen version), or ``_data`` is already imported, nothing is changed.
+found (another pymatgen version), or ``_data`` is already imported, nothing is changed; nor
+when the installed versions are not the verified ones
+(:func:`matfuse.text.settings.fast_paths_verified`, checked first).
 """
 
 from __future__ import annotations
@@ -70,7 +72,14 @@ class LazyLoadedList:
 
 
 def install() -> bool:
-    """Pre-load ``pymatgen.analysis.prototypes._data`` with the lazy library. True if installed."""
+    """Pre-load ``pymatgen.analysis.prototypes._data`` with the lazy library. True if installed.
+
+    Does nothing (False) unless the installed versions are the verified ones (version gate).
+    """
+    from matfuse.text.settings import fast_paths_verified
+
+    if not fast_paths_verified(warn=False):
+        return False
     if _NAME in sys.modules:
         return False
     spec = importlib.util.find_spec("pymatgen")  # not find_spec(_NAME): that imports the package

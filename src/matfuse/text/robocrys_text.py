@@ -22,16 +22,23 @@ Variants (after Massa et al., arXiv 2401.09301), all derived from a single
     Fm-3m space group."`` It is the first sentence of both ``key`` and ``all``.
 
 Network: robocrys' ``StructureCondenser`` builds a ``MoleculeNamer()`` (PubChem look-ups enabled,
-~0.5-3 s to load its JSON DB) for *every* structure. :class:`RobocrysTexts` instead uses one
-:class:`OfflineMoleculeNamer` per process whose PubChem path is disabled, so no network call can
-happen. (openbabel is not installed in this environment, so SMILES conversion returns ``None``
-and no molecule is named, exactly as in stock robocrys.)
+~0.5-3 s to load its JSON DB) for *every* structure. With the fast paths, :class:`RobocrysTexts`
+instead uses one :class:`~matfuse.text.fastpaths.OfflineMoleculeNamer` per process whose PubChem
+path is disabled, so no network call can happen. (openbabel is not installed in this environment,
+so SMILES conversion returns ``None`` and no molecule is named, exactly as in stock robocrys; stock
+robocrys only contacts PubChem for a named molecule, i.e. with openbabel installed.)
 
-Speed (same texts): :class:`RobocrysTexts` runs the condenser with the exact memoisation of
-:mod:`matfuse.text.fastpaths` (CrystalNN neighbours and site fingerprints computed once per site
-instead of up to three times, memoised bonding-graph look-ups), the prefiltered mineral matcher of
-:mod:`matfuse.text.mineral`, and defers pymatgen's unused AFLOW prototype library
-(:mod:`matfuse.text.lazy_prototypes`, imported before robocrys).
+Speed (same texts, ``text.fast_paths: true``): :class:`RobocrysTexts` runs the condenser with the
+exact memoisation of :mod:`matfuse.text.fastpaths` (CrystalNN neighbours and site fingerprints
+computed once per site instead of up to three times, memoised bonding-graph look-ups, one offline
+molecule namer per process), the prefiltered mineral matcher of :mod:`matfuse.text.mineral`, and
+(:func:`matfuse.text.describe.describe_one`) defers pymatgen's unused AFLOW prototype library
+(:mod:`matfuse.text.lazy_prototypes`, installed before robocrys is imported).
+
+Version gate: the fast paths are applied only when the installed robocrys / pymatgen / matminer /
+spglib / numpy are the verified ones (:func:`matfuse.text.settings.fast_paths_verified`); else,
+and with ``fast_paths=False``, every text comes from stock robocrys (:func:`stock_texts`) and
+no fast-path module is even imported.
 """
 
 from __future__ import annotations
@@ -41,89 +48,12 @@ import warnings
 from functools import lru_cache
 from typing import Any
 
-from matfuse.text.lazy_prototypes import LazyLoadedList
-from matfuse.text.lazy_prototypes import install as _install_lazy_prototypes
+from pymatgen.core import Structure
+from robocrys import StructureCondenser, StructureDescriber
 
-_install_lazy_prototypes()  # before robocrys imports pymatgen.analysis.prototypes (~2.5 s saved)
-
-from pymatgen.core import Structure  # noqa: E402
-from robocrys import StructureCondenser, StructureDescriber  # noqa: E402
-from robocrys.condense.component import (  # noqa: E402
-    get_component_formula,
-    get_structure_inequiv_components,
-    get_sym_inequiv_components,
-)
-from robocrys.condense.molecule import MoleculeNamer  # noqa: E402
-
-from matfuse.text.fastpaths import CachedCrystalNN, FastFingerprints, NeighborCache, fast_paths  # noqa: E402
-from matfuse.text.mineral import FastMineralMatcher  # noqa: E402
-from matfuse.text.settings import TEXT_SETTINGS, VARIANTS, text_versions  # noqa: E402,F401  (re-exported)
+from matfuse.text.settings import TEXT_SETTINGS, VARIANTS, fast_paths_verified, text_versions  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-class OfflineMoleculeNamer(MoleculeNamer):
-    """``MoleculeNamer`` that never queries PubChem (offline DB only), loading its DB on first use.
-
-    Same attributes as ``MoleculeNamer(use_online_pubchem=False)``; ``molecule_db`` (0.5 s to
-    load) is only read for molecules that have a SMILES string, which needs openbabel.
-    """
-
-    def __init__(self) -> None:  # noqa: D107 - MoleculeNamer.__init__ minus the eager DB load
-        self._molecule_db: dict[str, dict[str, str]] | None = None
-        self.matched_molecules: dict[str, str] = {}
-        self.use_online_pubchem = False
-        self.name_preference = tuple(list(self.name_sources) + list(self.name_sources))
-
-    @property
-    def molecule_db(self) -> dict[str, dict[str, str]]:  # type: ignore[override]
-        if self._molecule_db is None:
-            from importlib.resources import files
-            from monty.serialization import loadfn
-
-            self._molecule_db = loadfn(str(files("robocrys.condense") / "molecule_db.json.gz"))
-        return self._molecule_db
-
-    def get_name_from_pubchem(self, smiles: str) -> str | None:  # pragma: no cover - never called
-        return None
-
-
-class _SharedNamerCondenser(StructureCondenser):
-    """``StructureCondenser`` that reuses one offline ``MoleculeNamer`` for every structure."""
-
-    def __init__(self, molecule_namer: MoleculeNamer, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.molecule_namer = molecule_namer
-
-    # Same body as robocrys 0.2.13 StructureCondenser._condense_components, except the namer.
-    def _condense_components(self, components, spacegroup_analyzer, site_analyzer):  # type: ignore[no-untyped-def]
-        if self.use_symmetry_equivalent_sites:
-            inequiv_components = get_sym_inequiv_components(components, spacegroup_analyzer)
-        else:
-            inequiv_components = get_structure_inequiv_components(components)
-
-        new_components: dict[int, dict[str, Any]] = {}
-        component_makeup = []
-        for i, component in enumerate(inequiv_components):
-            formula = get_component_formula(
-                component,
-                use_iupac_formula=self.use_iupac_formula,
-                use_common_formulas=self.use_common_formulas,
-            )
-            sites = site_analyzer.get_inequivalent_site_indices(component["site_ids"])
-            if component["dimensionality"] == 0:
-                molecule_name = self.molecule_namer.get_name_from_molecule_graph(component["molecule_graph"])
-            else:
-                molecule_name = None
-            new_components[i] = {
-                "formula": formula,
-                "dimensionality": component["dimensionality"],
-                "orientation": component["orientation"],
-                "molecule_name": molecule_name,
-                "sites": sites,
-            }
-            component_makeup.extend([i] * component["count"])
-        return new_components, component_makeup
 
 
 class _VariantDescriber(StructureDescriber):
@@ -154,45 +84,80 @@ class _VariantDescriber(StructureDescriber):
 class RobocrysTexts:
     """One condenser + describer per process; :meth:`describe` gives all three variants.
 
-    With ``fast_mineral_matching`` (the default) the condenser also uses the exact memoisation
-    of :mod:`matfuse.text.fastpaths` (one CrystalNN pass and one fingerprint per site instead of
-    up to three, memoised graph look-ups) and the prefiltered :class:`FastMineralMatcher`.
-    ``False`` runs robocrys' own condenser code (only the offline molecule namer is shared).
+    With ``fast_paths`` (the default) and verified library versions
+    (:func:`~matfuse.text.settings.fast_paths_verified`, checked here before anything is patched
+    or imported; otherwise one warning per process), the condenser uses the exact memoisation of
+    :mod:`matfuse.text.fastpaths` (one CrystalNN pass and one fingerprint per site instead of up
+    to three, memoised graph look-ups, one offline molecule namer) and the prefiltered
+    :class:`~matfuse.text.mineral.FastMineralMatcher`: byte-identical texts. Otherwise
+    (``fast_paths=False`` or unverified versions) every text is :func:`stock_texts`, i.e. stock
+    robocrys. :attr:`fast_paths_active` tells which.
     """
 
-    def __init__(self, fast_mineral_matching: bool = True) -> None:
-        self.fast_mineral_matching = fast_mineral_matching
-        if fast_mineral_matching:
-            self.neighbor_cache: NeighborCache | None = NeighborCache()
-            self.fingerprints: FastFingerprints | None = FastFingerprints(self.neighbor_cache)
-            self.mineral_matcher: FastMineralMatcher | None = FastMineralMatcher(fingerprints=self.fingerprints)
-            near_neighbors = CachedCrystalNN(self.neighbor_cache)  # CrystalNN() defaults
-        else:
-            self.neighbor_cache = self.fingerprints = self.mineral_matcher = None
-            near_neighbors = None
-        self.condenser = _SharedNamerCondenser(
+    def __init__(self, fast_paths: bool = True) -> None:
+        self.fast_paths_requested = fast_paths
+        #: whether the fast paths are applied (requested and the installed versions verified)
+        self.fast_paths_active = bool(fast_paths) and fast_paths_verified(warn=True)
+        self.neighbor_cache: Any = None
+        self.fingerprints: Any = None
+        self.mineral_matcher: Any = None
+        self.condenser: StructureCondenser | None = None
+        self.describer: _VariantDescriber | None = None
+        self._fast_paths_ctx: Any = None
+        if not self.fast_paths_active:
+            return
+        # Imported only now: these modules copy private robocrys code and patch module globals.
+        from matfuse.text.fastpaths import (
+            CachedCrystalNN,
+            FastFingerprints,
+            NeighborCache,
+            OfflineMoleculeNamer,
+            SharedNamerCondenser,
+            fast_paths as fast_paths_ctx,
+        )
+        from matfuse.text.mineral import FastMineralMatcher
+
+        self.neighbor_cache = NeighborCache()
+        self.fingerprints = FastFingerprints(self.neighbor_cache)
+        self.mineral_matcher = FastMineralMatcher(fingerprints=self.fingerprints)
+        near_neighbors = CachedCrystalNN(self.neighbor_cache)  # CrystalNN() defaults
+        self.condenser = SharedNamerCondenser(
             OfflineMoleculeNamer(), mineral_matcher=self.mineral_matcher, near_neighbors=near_neighbors
         )
         self.describer = _VariantDescriber()
+        self._fast_paths_ctx = fast_paths_ctx
 
     def describe(self, structure: Structure) -> dict[str, str]:
         """``{"all": ..., "key": ..., "single": ...}`` for one structure (robocrys errors propagate)."""
+        if not self.fast_paths_active:
+            return stock_texts(structure)
+        assert self.condenser is not None and self.describer is not None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if self.fingerprints is None:
+            self.mineral_matcher.reset()
+            with self._fast_paths_ctx(self.fingerprints):
                 condensed = self.condenser.condense_structure(structure)
-            else:
-                assert self.mineral_matcher is not None
-                self.mineral_matcher.reset()
-                with fast_paths(self.fingerprints):
-                    condensed = self.condenser.condense_structure(structure)
             return self.describer.describe_variants(condensed)
 
 
 @lru_cache(maxsize=2)
-def get_robocrys_texts(fast_mineral_matching: bool = True) -> RobocrysTexts:
+def get_robocrys_texts(fast_paths: bool = True) -> RobocrysTexts:
     """The process-wide :class:`RobocrysTexts` (built once per setting)."""
-    return RobocrysTexts(fast_mineral_matching)
+    return RobocrysTexts(fast_paths)
+
+
+def stock_texts(structure: Structure) -> dict[str, str]:
+    """The three variants from stock robocrys: a fresh ``StructureCondenser()`` (defaults), ``all`` =
+    ``StructureDescriber().describe(condensed)``, ``key`` / ``single`` from the same condensed
+    structure (:class:`_VariantDescriber`). Slow (~4 s median per MP structure); the reference of
+    the fast paths and what :class:`RobocrysTexts` runs when they are off."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        condensed = StructureCondenser().condense_structure(structure)
+        full = StructureDescriber().describe(condensed)
+        texts = _VariantDescriber().describe_variants(condensed)
+    texts["all"] = str(full)
+    return texts
 
 
 def stock_description(structure: Structure) -> str:
@@ -202,25 +167,34 @@ def stock_description(structure: Structure) -> str:
         return str(StructureDescriber().describe(StructureCondenser().condense_structure(structure)))
 
 
-def mineral_prefilter_stats() -> dict[str, int]:
-    """Counters of this process's fast mineral matcher (pairs seen, skipped by the prefilter)."""
+def mineral_prefilter_stats() -> dict[str, Any]:
+    """Counters of this process's fast mineral matcher (pairs seen, skipped by the prefilter);
+    ``{"active": False}`` when the fast paths are off in this process (version gate)."""
     m = get_robocrys_texts(True).mineral_matcher
-    assert m is not None
-    return {"pairs": m.n_pairs, "skipped": m.n_skipped, "fallback": m.n_fallback}
+    if m is None:
+        return {"active": False}
+    return {"active": True, "pairs": m.n_pairs, "skipped": m.n_skipped, "fallback": m.n_fallback}
 
 
 def fast_path_stats() -> dict[str, Any]:
-    """This process's fast-path counters: neighbour-memo hits/misses, mineral prefilter, and
-    whether pymatgen's AFLOW prototype library was loaded (robocrys never needs it)."""
+    """This process's fast-path counters: whether they are active, neighbour-memo hits/misses,
+    mineral prefilter, and whether pymatgen's AFLOW prototype library was loaded (robocrys never
+    needs it)."""
     import sys
 
+    from matfuse.text.lazy_prototypes import LazyLoadedList
+
     texts = get_robocrys_texts(True)
-    assert texts.neighbor_cache is not None
     lib = getattr(sys.modules.get("pymatgen.analysis.prototypes._data"), "AFLOW_PROTOTYPE_LIBRARY", None)
+    lazy = {
+        "aflow_library_lazy": isinstance(lib, LazyLoadedList),
+        "aflow_library_loaded": not isinstance(lib, LazyLoadedList) or lib._data is not None,
+    }
+    if texts.neighbor_cache is None:
+        return {"active": False, **lazy}
     return {
         "nn_hits": texts.neighbor_cache.hits,
         "nn_misses": texts.neighbor_cache.misses,
         **mineral_prefilter_stats(),
-        "aflow_library_lazy": isinstance(lib, LazyLoadedList),
-        "aflow_library_loaded": not isinstance(lib, LazyLoadedList) or lib._data is not None,
+        **lazy,
     }
