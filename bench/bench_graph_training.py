@@ -17,7 +17,7 @@ seed and number of torch threads, on the same structures and the same 80/10/10 s
   ``cgcnn2.utils.Normalizer`` like the reference CGCNN (cgcnn2's CLI skips that; pass
   ``--peer-raw-targets`` to copy it verbatim).
 * **ours** — the workflow's own code: ``matfuse.structures.parse_structure`` (CIF) ->
-  entries Parquet -> ``matfuse.embed.graph.build_graphs`` -> ``matfuse.train.train_model``
+  entries Parquet -> ``matfuse.graphs.build_graphs`` -> ``matfuse.train.train_model``
   (``model="cgcnn"``), configured through ``GraphConfig`` / ``TrainingConfig`` /
   ``ModelHyper``.
 
@@ -234,7 +234,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from matfuse.config import GraphConfig, ModelHyper, TrainingConfig
-    from matfuse.embed.graph import build_graphs, neighbor_graph
+    from matfuse.graphs import build_graphs, neighbor_graph
     from matfuse.io import write_parquet
     from matfuse.structures import dump_structure, parse_structure
     from matfuse.train import train_model

@@ -16,13 +16,12 @@ from matfuse.cromel import (
     CromelConfig,
     align_composition_encoder,
     embed_structures,
-    load_composition_encoder,
-    load_composition_regressor,
     load_exp_formation_enthalpy,
     make_folds,
     run_cromel,
     train_structure_model,
 )
+from matfuse.kit import load_checkpoint
 from matfuse.models.composition import (
     CompositionEncoder,
     element_property_table,
@@ -225,9 +224,12 @@ def test_end_to_end_tiny(tmp_path: Path, mp_rows, exp_table: pd.DataFrame) -> No
 
     # checkpoints reload (weights_only) and reproduce the stored test predictions
     preds = pd.read_parquet(out / "predictions.parquet")
-    model = load_composition_regressor(out / "checkpoints" / "composition_cromel_fold0.pt")
+    model, ckpt = load_checkpoint(out / "checkpoints" / "composition_cromel_fold0.pt")
+    assert ckpt["model"]["name"] == "cromel_composition" and ckpt["metadata"]["fold"] == 0
     p0 = preds[(preds["model"] == "composition+cromel") & (preds["fold"] == 0)]
     with torch.no_grad():
         again = model(featurize_compositions(p0["formula"].tolist())).numpy()
     np.testing.assert_allclose(again, p0["y_pred"].to_numpy(), rtol=1e-5, atol=1e-5)
-    assert load_composition_encoder(out / "checkpoints" / "composition_cromel.pt").latent_dim == cfg.latent_dim
+    assert load_checkpoint(out / "checkpoints" / "composition_cromel.pt")[0].latent_dim == cfg.latent_dim
+    smodel, sck = load_checkpoint(out / "checkpoints" / "structure_model.pt")
+    assert sck["model"]["name"] == "cromel_structure" and set(sck["normalizer"]) == {"mean", "std"}

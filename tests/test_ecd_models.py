@@ -13,7 +13,8 @@ import torch
 from matfuse.density.config import DensityConfig, EcdModelConfig, EcdTrainConfig, LocalDensitySource, SliceConfig
 from matfuse.density.io import scan_vasp_folder
 from matfuse.density.stage import density_stage, read_slices
-from matfuse.ecd_train import augment_batch, kfold_splits, load_checkpoint, predict_checkpoint, train_ecd_stage
+from matfuse.density.train import augment_batch, kfold_splits, predict_checkpoint, train_ecd_stage
+from matfuse.kit import load_checkpoint
 from matfuse.io import write_parquet
 from matfuse.models.ecd_cnn import EcdCNN, EcdCNNConfig
 from matfuse.models.ecd_inception import EcdInception, EcdInceptionConfig
@@ -139,14 +140,15 @@ def test_tiny_training_run(real_slices: Path, tmp_path: Path, model_name: str) -
     assert metrics["pretrained"] is False and json.loads(me.read_text())["pretrained"] is False
     # model selection on validation: the kept epoch is the best validation epoch
     hist = metrics["history"]
-    assert metrics["best_epoch"] == int(np.argmin([h["val_mae"] for h in hist]))
+    assert metrics["best_epoch"] == hist[int(np.argmin([h["val_mae"] for h in hist]))]["epoch"]
     # normalisation from the training split only
     tr = [ids.index(m) for m in splits["train"]]
     assert metrics["norm"]["x_mean"] == pytest.approx(float(images[tr].mean()), rel=1e-5)
     assert metrics["norm"]["y_mean"] == pytest.approx(float(np.mean([vpa[i] for i in tr])), rel=1e-9)
     # checkpoint: weights_only load, rebuilt from stored constructor args, same predictions
     ckpt = torch.load(ck, map_location="cpu", weights_only=True)
-    assert ckpt["model_name"] == model_name and ckpt["target"] == "volume_per_atom"
+    assert ckpt["format"] == "matfuse-model-1" and ckpt["model"]["name"] == model_name
+    assert ckpt["metadata"]["target"] == "volume_per_atom" and ckpt["normalizer"] == metrics["norm"]
     model, _ = load_checkpoint(ck)
     assert sum(p.numel() for p in model.parameters()) == metrics["n_params"]
     if model_name != "ecd_text":

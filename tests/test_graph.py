@@ -12,7 +12,7 @@ import pytest
 from pymatgen.core import Element, Structure
 
 from matfuse.config import GraphConfig
-from matfuse.embed.graph import (
+from matfuse.graphs.build import (
     FEATURE_SPEC,
     GraphError,
     atom_feature_dim,

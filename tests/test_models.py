@@ -14,8 +14,9 @@ from torch_geometric.data import Batch
 
 from matfuse.config import GraphConfig, ModelHyper
 from matfuse.data import build_data
-from matfuse.embed.graph import neighbor_graph
-from matfuse.models import MODELS, build_model, model_from_config, model_kwargs
+from matfuse.graphs import neighbor_graph
+from matfuse.models import build_model, model_from_config, model_kwargs
+from matfuse.registry import names
 from matfuse.models.cgcnn import CGCNN
 
 TEXT_DIM = 24
@@ -50,7 +51,7 @@ def structures(mp_rows):
     return _structures(mp_rows, 12)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", names("crystal"))
 def test_forward_backward_and_config_roundtrip(name, structures):
     batch = _batch(structures[:8])
     model = _model(name)

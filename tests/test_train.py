@@ -18,10 +18,12 @@ import torch
 from pymatgen.core import Structure
 
 from matfuse.config import GraphConfig, ModelHyper, TrainingConfig
-from matfuse.embed.graph import build_graphs
+from matfuse.graphs import build_graphs
 from matfuse.io import write_json, write_parquet
 from matfuse.predict import predict
-from matfuse.train import EarlyStopping, load_checkpoint, train_model
+from matfuse.kit import load_checkpoint
+from matfuse.selection import EarlyStopping
+from matfuse.train import train_model
 
 TARGET = "formation_energy_per_atom"
 

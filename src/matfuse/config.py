@@ -17,26 +17,19 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from matfuse import registry
 from matfuse.density.config import DensityConfig
 
 #: Name pattern shared by datasets, encoders and other path components (wildcard-safe).
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.]*$"
 
 TextVariant = Literal["all", "key", "single"]
-ModelName = Literal[
-    "cgcnn",
-    "text",
-    "matmmfuse",
-    "matmmfuse_tokens",
-    "crysmmnet",
-    "ecd_cnn",
-    "ecd_inception",
-    "ecd_text",
-]
-#: Models whose input includes a text embedding.
-TEXT_MODELS = frozenset({"text", "matmmfuse", "matmmfuse_tokens", "crysmmnet", "ecd_text"})
-#: Models whose input includes a crystal graph.
-GRAPH_MODELS = frozenset({"cgcnn", "matmmfuse", "matmmfuse_tokens", "crysmmnet"})
+#: Models ``training.models`` may name (the crystal family of :mod:`matfuse.registry`).
+ModelName = Literal[registry.names("crystal")]  # type: ignore[valid-type]
+#: Models whose input includes a text embedding (any family).
+TEXT_MODELS = frozenset(registry.names(uses="text"))
+#: Models whose input includes a crystal graph (crystal family: CroMEL builds its own graphs).
+GRAPH_MODELS = frozenset(registry.names("crystal", uses="graph"))
 
 
 class _Strict(BaseModel):

@@ -77,8 +77,9 @@ from torch import nn
 from tqdm import tqdm
 
 from matfuse.config import CromelConfig  # noqa: F401  (re-exported)
-from matfuse.selection import EarlyStopping
+from matfuse.evaluate import regression_metrics
 from matfuse.io import atomic_path, rejects_frame, write_json, write_parquet, write_text
+from matfuse.kit import fit, resolve_device, save_checkpoint, seed_everything
 from matfuse.models.composition import (
     CompositionBatch,
     CompositionEncoder,
@@ -108,62 +109,11 @@ METRIC_COLUMNS = ["dataset", "target", "model", "fold", "n", "mae", "rmse", "r2"
 
 
 # --------------------------------------------------------------------------- helpers
-def _device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _load_structure(text: str) -> Any:
-    """Structure JSON string -> pymatgen ``Structure`` (``matfuse.structures`` when present)."""
-    try:
-        from matfuse.structures import load_structure  # type: ignore[attr-defined]
+    """Structure JSON string -> pymatgen ``Structure``."""
+    from matfuse.structures import load_structure
 
-        return load_structure(text)
-    except ImportError:
-        from pymatgen.core import Structure
-
-        return Structure.from_dict(json.loads(text))
-
-
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE and R² (sklearn's definition)."""
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    return {
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-        "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
-        "r2": float(r2_score(y_true, y_pred)),
-    }
-
-
-def _save_checkpoint(obj: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_composition_regressor(path: str | Path) -> CompositionRegressor:
-    """Rebuild a fine-tuned :class:`CompositionRegressor` (eval mode) from its checkpoint (weights_only)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = CompositionRegressor(CompositionEncoder(**ck["encoder_kwargs"]), head_hidden=int(ck["head_hidden"]))
-    model.load_state_dict(ck["state_dict"])
-    return model.eval()
-
-
-def load_composition_encoder(path: str | Path) -> CompositionEncoder:
-    """Rebuild the CroMEL-pretrained :class:`CompositionEncoder` (weights_only)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    enc = CompositionEncoder(**ck["encoder_kwargs"])
-    enc.load_state_dict(ck["state_dict"])
-    return enc.eval()
-
-
-def load_structure_regressor(path: str | Path) -> StructureRegressor:
-    """Rebuild the source :class:`StructureRegressor` (weights_only)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = StructureRegressor(StructureEncoder(**ck["encoder_kwargs"]))
-    model.load_state_dict(ck["state_dict"])
-    return model.eval()
+    return load_structure(text)
 
 
 # --------------------------------------------------------------------------- data
@@ -299,7 +249,7 @@ def train_structure_model(
 
     Returns ``(model, y_mean, y_std, history)``; the model holds the best monitored state.
     """
-    torch.manual_seed(seed)
+    seed_everything(seed)
     rng = np.random.default_rng(seed)
     n = len(graphs)
     perm = rng.permutation(n)
@@ -312,30 +262,25 @@ def train_structure_model(
     ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.struct_lr, weight_decay=1e-6)
     val_batch = collate_graphs([graphs[i] for i in val_idx]).to(device)
-    stopper, history = EarlyStopping(cfg.struct_patience, model), []
-    for epoch in tqdm(range(cfg.struct_epochs), desc="cromel source", mininterval=5):
-        model.train()
-        total = 0.0
-        for idx in _batches(len(fit_idx), cfg.batch_size, rng):
-            idx = fit_idx[idx]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            pred = model(collate_graphs([graphs[i] for i in idx]).to(device))
-            loss = nn.functional.mse_loss(pred, ys[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
+
+    def batches() -> list[np.ndarray]:
+        return [fit_idx[idx] for idx in _batches(len(fit_idx), cfg.batch_size, rng)]
+
+    def loss_of(idx: np.ndarray) -> tuple[torch.Tensor, int] | None:
+        if len(idx) < 2:  # BatchNorm needs two samples
+            return None
+        pred = model(collate_graphs([graphs[i] for i in idx]).to(device))
+        return nn.functional.mse_loss(pred, ys[idx].to(device)), len(idx)
+
+    def validate() -> float:
         model.eval()
         with torch.no_grad():
-            val_mae = float((model(val_batch).cpu() - ys[val_idx]).abs().mean()) * y_std
-        history.append({"epoch": epoch, "train_mse_scaled": total / len(fit_idx), "val_mae": val_mae})
-        log.info("source epoch %d: train MSE (scaled) %.4f, held-out MAE %.4f", epoch, total / len(fit_idx), val_mae)
-        stopper.update(epoch, val_mae, model)
-        if stopper.stop:
-            break
-    stopper.restore(model)
+            return float((model(val_batch).cpu() - ys[val_idx]).abs().mean()) * y_std
+
+    result = fit(model, opt, epochs=cfg.struct_epochs, patience=cfg.struct_patience, batches=batches,
+                 loss_of=loss_of, validate=validate, desc="cromel source", keep_initial=True)
     model.eval()
+    history = result.history
     return model, y_mean, y_std, history
 
 
@@ -360,7 +305,7 @@ def align_composition_encoder(
     Wasserstein-1 distance (optimal matching, :func:`empirical_wasserstein`) between the
     structure embeddings and the (eval-mode) composition embeddings of the source set.
     """
-    torch.manual_seed(seed)
+    seed_everything(seed)
     rng = np.random.default_rng(seed)
     n = len(comps)
     encoder.to(device)
@@ -438,7 +383,7 @@ def finetune_composition_model(
     device: torch.device,
 ) -> tuple[CompositionRegressor, dict[str, float]]:
     """Train all parameters of ``model`` with L1 loss; keep the state with the best validation MAE."""
-    torch.manual_seed(seed)
+    seed_everything(seed)
     rng = np.random.default_rng(seed)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.finetune_lr, weight_decay=cfg.finetune_weight_decay)
@@ -446,24 +391,22 @@ def finetune_composition_model(
     yt = torch.tensor((y_train - y_mean) / y_std, dtype=torch.float32, device=device)
     x_train, x_val = x_train.to(device), x_val.to(device)
     yv = torch.tensor(y_val, dtype=torch.float32, device=device)
-    stopper = EarlyStopping(cfg.patience, model)
-    for epoch in range(cfg.finetune_epochs):
-        model.train()
-        for idx in _batches(len(x_train), cfg.finetune_batch_size, rng):
-            idx_t = torch.from_numpy(idx).to(device)
-            loss = nn.functional.l1_loss(model.forward_scaled(x_train[idx_t]), yt[idx_t])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+
+    def batches() -> list[torch.Tensor]:
+        return [torch.from_numpy(idx).to(device) for idx in _batches(len(x_train), cfg.finetune_batch_size, rng)]
+
+    def loss_of(idx_t: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return nn.functional.l1_loss(model.forward_scaled(x_train[idx_t]), yt[idx_t]), len(idx_t)
+
+    def validate() -> float:
         model.eval()
         with torch.no_grad():
-            val_mae = float((model(x_val) - yv).abs().mean())
-        stopper.update(epoch, val_mae, model)
-        if stopper.stop:
-            break
-    stopper.restore(model)
+            return float((model(x_val) - yv).abs().mean())
+
+    result = fit(model, opt, epochs=cfg.finetune_epochs, patience=cfg.patience, batches=batches,
+                 loss_of=loss_of, validate=validate, desc="cromel fine-tune", keep_initial=True)
     model.eval()
-    return model, {"best_epoch": float(stopper.best_epoch), "val_mae": stopper.best_mae, "epochs_run": float(epoch + 1)}
+    return model, {"best_epoch": float(result.best_epoch), "val_mae": result.best_val_mae, "epochs_run": float(result.epochs_run)}
 
 
 def make_folds(n: int, n_folds: int, seed: int) -> list[np.ndarray]:
@@ -507,7 +450,7 @@ def cross_validate(
         y_mean, y_std = float(y[tr_idx].mean()), float(y[tr_idx].std() or 1.0)
         for name in models:
             t0 = time.time()
-            torch.manual_seed(seed * 1000 + k)  # same initialisation whatever ran before
+            seed_everything(seed * 1000 + k)  # same initialisation whatever ran before
             if name == "composition":
                 enc = CompositionEncoder(
                     cfg.element_dim, cfg.comp_hidden, cfg.latent_dim, cfg.element_init, stochastic=cfg.stochastic, seed=seed
@@ -515,7 +458,7 @@ def cross_validate(
             else:
                 assert pretrained is not None
                 enc = copy.deepcopy(pretrained)
-            torch.manual_seed(seed * 1000 + k + 1)  # same head init for both models
+            seed_everything(seed * 1000 + k + 1)  # same head init for both models
             model = CompositionRegressor(enc, cfg.head_hidden, y_mean, y_std)
             model, info = finetune_composition_model(
                 model, x_all[torch.from_numpy(tr_idx)], y[tr_idx], x_all[torch.from_numpy(val_idx)], y[val_idx],
@@ -530,11 +473,8 @@ def cross_validate(
             log.info("fold %d %s: MAE %.4f R2 %.4f (best epoch %d, %.1fs)", k, name, met["mae"], met["r2"],
                      info["best_epoch"], time.time() - t0)
             if out_dir is not None:
-                _save_checkpoint(
-                    {"encoder_kwargs": dict(model.encoder.config), "head_hidden": cfg.head_hidden,
-                     "state_dict": model.cpu().state_dict(), "fold": k, "model": name, "seed": seed},
-                    out_dir / "checkpoints" / f"{name.replace('+', '_')}_fold{k}.pt",
-                )
+                save_checkpoint(out_dir / "checkpoints" / f"{name.replace('+', '_')}_fold{k}.pt", model,
+                                metadata={"fold": k, "model": name, "seed": seed})
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     return metrics, pd.concat(preds, ignore_index=True), fold_record
 
@@ -581,26 +521,21 @@ def run_cromel(
     Writes to ``out_dir``: ``metrics.csv`` (``dataset, target, model, fold, n, mae, rmse, r2``
     for models ``composition`` and ``composition+cromel``), ``summary.json`` (mean ± std over
     folds, settings, source and alignment histories, timings), ``folds.json``,
-    ``predictions.parquet``, ``rejects.parquet`` and ``checkpoints/*.pt`` (constructor
-    arguments + state dict; load with the ``load_*`` helpers, ``weights_only=True``).
+    ``predictions.parquet``, ``rejects.parquet`` and ``checkpoints/*.pt`` (the kit's one format:
+    :func:`matfuse.kit.load_checkpoint`, ``weights_only=True``).
     """
     out = Path(out_dir)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     t_start = time.time()
     source, graphs, rej_src = load_source(entries_path, splits_path, cfg, seed)
     exp, rej_exp = load_exp_formation_enthalpy(cfg.exp_path)
     smodel, enc, record = pretrain_cromel(source, graphs, cfg, seed, device)
-    _save_checkpoint(
-        {"encoder_kwargs": dict(smodel.encoder.config), "state_dict": smodel.cpu().state_dict(),
-         "y_mean": record["source_y_mean"], "y_std": record["source_y_std"], "target": cfg.source_target, "seed": seed},
-        out / "checkpoints" / "structure_model.pt",
-    )
-    _save_checkpoint(
-        {"encoder_kwargs": dict(enc.config), "state_dict": enc.state_dict(), "seed": seed},
-        out / "checkpoints" / "composition_cromel.pt",
-    )
+    save_checkpoint(out / "checkpoints" / "structure_model.pt", smodel.cpu(),
+                    {"mean": record["source_y_mean"], "std": record["source_y_std"]},
+                    {"target": cfg.source_target, "seed": seed})
+    save_checkpoint(out / "checkpoints" / "composition_cromel.pt", enc, metadata={"seed": seed})
     t0 = time.time()
     metrics, preds, folds = cross_validate(exp, enc, cfg, seed, device, out)
     record["time_cv_s"] = time.time() - t0

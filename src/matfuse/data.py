@@ -21,7 +21,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from matfuse.embed.graph import read_graphs
+from matfuse.graphs import read_graphs
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import pyarrow as pa
 from matfuse.data import build_data, load_inputs, make_loader, read_splits, read_target, text_dim
 from matfuse.io import write_parquet
 from matfuse.models import model_inputs
-from matfuse.train import evaluate, load_checkpoint, resolve_device
+from matfuse.kit import load_checkpoint, resolve_device
+from matfuse.train import evaluate
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Snakemake: slices + entries + splits (+ text embeddings) -> ECD model checkpoint, predictions, metrics."""
 
 from matfuse.density.config import load_density_config
-from matfuse.ecd_train import train_ecd_stage
+from matfuse.density.train import train_ecd_stage
 from matfuse.io import setup_logging
 
 snakemake = globals()["snakemake"]

@@ -1,7 +1,7 @@
-"""Snakemake adapter: CGCNN neighbour graphs of one dataset (see matfuse.embed.graph.build_graphs)."""
+"""Snakemake adapter: CGCNN neighbour graphs of one dataset (see matfuse.graphs.build_graphs)."""
 
 from matfuse.config import GraphConfig
-from matfuse.embed.graph import build_graphs
+from matfuse.graphs import build_graphs
 from matfuse.io import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from matfuse import registry
+
 #: Density kinds this branch can produce, and the VASP file each one is read from.
 DensityKind = Literal["total", "spin", "valence"]
 FileKind = Literal["CHGCAR", "AECCAR0", "AECCAR2"]
@@ -161,7 +163,7 @@ class DensityConfig(_Strict):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     model: EcdModelConfig = Field(default_factory=EcdModelConfig)
     train: EcdTrainConfig = Field(default_factory=EcdTrainConfig)
-    models: list[Literal["ecd_cnn", "ecd_inception", "ecd_text"]] = Field(default_factory=lambda: ["ecd_cnn"])
+    models: list[Literal[registry.names("density")]] = Field(default_factory=lambda: ["ecd_cnn"])  # type: ignore[valid-type]
     targets: list[str] | None = Field(None, description="Targets to train on; None = selection.targets.")
     encoders: list[str] = Field(
         default_factory=lambda: ["minilm"], description="Text encoders (keys of `embeddings`) for ecd_text."

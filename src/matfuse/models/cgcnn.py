@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch_geometric.nn import CGConv, global_mean_pool
 
-from matfuse.embed.graph import atom_feature_table
+from matfuse.graphs import atom_feature_table
 
 
 class CGCNNConfig(BaseModel):
@@ -87,8 +87,6 @@ class CGCNN(nn.Module):
     """Crystal graph convolutional network regressor (one scalar per crystal)."""
 
     name = "cgcnn"
-    uses_graph = True
-    uses_text = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

@@ -234,6 +234,9 @@ class CompositionEncoder(nn.Module):
     def latent_dim(self) -> int:
         return int(self.config["latent_dim"])
 
+    def to_config(self) -> dict[str, Any]:
+        return {"name": "cromel_encoder", **self.config}
+
     def pooled(self, batch: CompositionBatch) -> torch.Tensor:
         """The ``(N, 3*element_dim)`` pooled composition vector (before the MLP)."""
         return pool_elements(self.elements(batch.index), batch.index, batch.fraction)
@@ -260,6 +263,14 @@ class CompositionRegressor(nn.Module):
         self.register_buffer("y_mean", torch.tensor(float(y_mean)))
         self.register_buffer("y_std", torch.tensor(float(y_std)))
         self.head_hidden = head_hidden
+
+    @classmethod
+    def from_kwargs(cls, encoder: dict[str, Any], head_hidden: int = 64) -> "CompositionRegressor":
+        """Build from :meth:`to_config`'s kwargs; ``y_mean``/``y_std`` come with the state dict."""
+        return cls(CompositionEncoder(**encoder), head_hidden=int(head_hidden))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": "cromel_composition", "encoder": dict(self.encoder.config), "head_hidden": int(self.head_hidden)}
 
     def forward_scaled(self, batch: CompositionBatch) -> torch.Tensor:
         """Prediction in standardised units, shape ``(N,)``."""

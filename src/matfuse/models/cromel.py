@@ -164,6 +164,14 @@ class StructureRegressor(nn.Module):
         self.encoder = encoder
         self.head = nn.Linear(encoder.latent_dim, 1)
 
+    @classmethod
+    def from_kwargs(cls, encoder: dict[str, Any]) -> "StructureRegressor":
+        """Build from :meth:`to_config`'s kwargs (the registry's factory)."""
+        return cls(StructureEncoder(**encoder))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": "cromel_structure", "encoder": dict(self.encoder.config)}
+
     def forward(self, g: GraphBatch) -> torch.Tensor:
         return self.head(self.encoder(g)).squeeze(-1)
 

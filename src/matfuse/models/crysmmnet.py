@@ -53,8 +53,6 @@ class CrysMMNet(nn.Module):
     """Graph + text regressor with projection heads and concatenation fusion."""
 
     name = "crysmmnet"
-    uses_graph = True
-    uses_text = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

@@ -10,6 +10,7 @@ averaged) because position in a density slice is meaningful.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,18 @@ class EcdCNNConfig:
 
 class EcdCNN(nn.Module):
     """Image -> scalar. ``features(x)`` gives the ``dense``-wide vector before the output layer."""
+
+    name = "ecd_cnn"
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "EcdCNN":
+        """Build from :meth:`to_config`'s kwargs (the registry's factory)."""
+        if "image_size" in kwargs:
+            kwargs["image_size"] = tuple(kwargs["image_size"])
+        return cls(EcdCNNConfig(**kwargs))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.cfg.to_dict()}
 
     def __init__(self, cfg: EcdCNNConfig | None = None) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -143,6 +144,15 @@ class EcdInception(nn.Module):
     """InceptionV3 trunk -> global average pool -> Dropout -> Linear(2048, 1)."""
 
     feature_dim = 2048
+    name = "ecd_inception"
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "EcdInception":
+        """Build from :meth:`to_config`'s kwargs (the registry's factory)."""
+        return cls(EcdInceptionConfig(**kwargs))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.cfg.to_dict()}
 
     def __init__(self, cfg: EcdInceptionConfig | None = None) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ output layer) are concatenated with the text embedding (Single / Key / All descr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,16 @@ class EcdTextConfig:
 
 
 class EcdText(nn.Module):
+    name = "ecd_text"
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "EcdText":
+        """Build from :meth:`to_config`'s kwargs (the registry's factory)."""
+        return cls(EcdTextConfig(**kwargs))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.cfg.to_dict()}
+
     def __init__(self, cfg: EcdTextConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or EcdTextConfig()

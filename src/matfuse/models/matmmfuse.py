@@ -49,8 +49,6 @@ class MatMMFuseConfig(BaseModel):
 class MatMMFuse(nn.Module):
     """Graph + text regressor with an attention combiner (see the module docstring)."""
 
-    uses_graph = True
-    uses_text = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

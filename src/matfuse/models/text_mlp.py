@@ -24,8 +24,6 @@ class TextMLP(nn.Module):
     """MLP on ``batch.text`` ``(B, text_dim)``; the text encoder itself is not trained."""
 
     name = "text"
-    uses_graph = False
-    uses_text = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

@@ -1,14 +1,15 @@
-"""Training loop for the charge-density image models (ecd_cnn, ecd_inception, ecd_text).
+"""Training of the charge-density image models (ecd_cnn, ecd_inception, ecd_text) with the kit.
 
 Conventions: image and target normalisation statistics come from the training split only;
-early stopping and model selection use the validation split only; the test split is only
-predicted. Checkpoints hold the constructor arguments and plain tensors, and are read back with
+early stopping and model selection use the validation split only (:func:`matfuse.kit.fit`);
+the test split is only predicted. Checkpoints are the kit's one format
+(:func:`matfuse.kit.save_checkpoint`: constructor config + weights + normalisation
+``x_mean, x_std, y_mean, y_std`` + metadata ``target, pretrained``), read back with
 ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +21,18 @@ import torch
 from torch import nn
 
 from matfuse.density.config import EcdModelConfig, EcdTrainConfig
-from matfuse.io import atomic_path, write_json, write_parquet
-from matfuse.selection import EarlyStopping
-from matfuse.models.ecd_cnn import EcdCNN, EcdCNNConfig
-from matfuse.models.ecd_inception import EcdInception, EcdInceptionConfig
-from matfuse.models.ecd_text import EcdText, EcdTextConfig
+from matfuse.evaluate import regression_metrics
+from matfuse.io import write_json, write_parquet
+from matfuse.kit import finite_or, fit, load_checkpoint, predict_in_batches, resolve_device, save_checkpoint, seed_everything
+from matfuse.models import build_model
+from matfuse.models.ecd_cnn import EcdCNNConfig
+from matfuse.models.ecd_inception import EcdInceptionConfig
+from matfuse.models.ecd_text import EcdTextConfig
+from matfuse.registry import names
 
 log = logging.getLogger(__name__)
 
-ECD_MODELS = ("ecd_cnn", "ecd_inception", "ecd_text")
+ECD_MODELS = names("density")
 
 
 @dataclass
@@ -62,23 +66,6 @@ def model_ctor(name: str, mcfg: EcdModelConfig, image_size: tuple[int, int], tex
     raise ValueError(f"unknown ECD model {name!r} (known: {ECD_MODELS})")
 
 
-def build_model(name: str, ctor: dict[str, Any], load_pretrained: bool = True) -> nn.Module:
-    """Instantiate ``name`` from constructor arguments (``load_pretrained=False`` skips ImageNet files)."""
-    ctor = copy.deepcopy(ctor)
-    if name == "ecd_cnn":
-        ctor["image_size"] = tuple(ctor["image_size"])
-        return EcdCNN(EcdCNNConfig(**ctor))
-    if name == "ecd_inception":
-        if not load_pretrained:
-            ctor["weights_path"] = None
-        return EcdInception(EcdInceptionConfig(**ctor))
-    if name == "ecd_text":
-        if not load_pretrained and ctor.get("image_model") == "ecd_inception":
-            ctor["image_cfg"]["weights_path"] = None
-        return EcdText(EcdTextConfig(**ctor))
-    raise ValueError(f"unknown ECD model {name!r}")
-
-
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal/vertical flips and 90° rotations, per sample (square images only)."""
     out = []
@@ -94,30 +81,24 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _forward(model: nn.Module, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+    return model(x, t) if model.name == "ecd_text" else model(x)
 
 
-def _forward(model: nn.Module, name: str, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-    return model(x, t) if name == "ecd_text" else model(x)
+def _image_batches(x: np.ndarray, t: np.ndarray | None, norm: dict[str, float], bs: int, dev: torch.device):
+    for i in range(0, len(x), bs):
+        xb = torch.from_numpy((x[i : i + bs] - norm["x_mean"]) / norm["x_std"]).float().unsqueeze(1).to(dev)
+        tb = torch.from_numpy(t[i : i + bs]).float().to(dev) if t is not None else None
+        yield xb, tb
 
 
-def _predict(model: nn.Module, name: str, x: np.ndarray, t: np.ndarray | None, norm: dict[str, float], bs: int, dev: torch.device) -> np.ndarray:
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), bs):
-            xb = torch.from_numpy((x[i : i + bs] - norm["x_mean"]) / norm["x_std"]).float().unsqueeze(1).to(dev)
-            tb = torch.from_numpy(t[i : i + bs]).float().to(dev) if t is not None else None
-            out.append(_forward(model, name, xb, tb).cpu().numpy())
-    pred = np.concatenate(out) if out else np.zeros(0)
-    return pred.astype(np.float64) * norm["y_std"] + norm["y_mean"]
+def _predict(model: nn.Module, x: np.ndarray, t: np.ndarray | None, norm: dict[str, float], bs: int, dev: torch.device) -> np.ndarray:
+    pred = predict_in_batches(model, _image_batches(x, t, norm, bs, dev), lambda b: _forward(model, *b))
+    return pred * norm["y_std"] + norm["y_mean"]
 
 
 def recalibrate_batchnorm(
-    model: nn.Module, name: str, x: np.ndarray, t: np.ndarray | None, norm: dict[str, float], bs: int, dev: torch.device
+    model: nn.Module, x: np.ndarray, t: np.ndarray | None, norm: dict[str, float], bs: int, dev: torch.device
 ) -> bool:
     """Recompute BatchNorm running statistics of the final weights over the training images.
 
@@ -137,12 +118,10 @@ def recalibrate_batchnorm(
     model.train()
     bs = max(bs, 2)
     with torch.no_grad():
-        for i in range(0, len(x), bs):
+        for i, (xb, tb) in zip(range(0, len(x), bs), _image_batches(x, t, norm, bs, dev)):
             if len(x) - i < 2:  # a single sample cannot give batch statistics at 1x1 maps
                 break
-            xb = torch.from_numpy((x[i : i + bs] - norm["x_mean"]) / norm["x_std"]).float().unsqueeze(1).to(dev)
-            tb = torch.from_numpy(t[i : i + bs]).float().to(dev) if t is not None else None
-            _forward(model, name, xb, tb)
+            _forward(model, xb, tb)
     for m, mom in momenta.items():
         m.momentum = mom
     model.eval()
@@ -166,12 +145,10 @@ def train_ecd(
     (:func:`recalibrate_batchnorm`) before the final predictions. Raises ``ValueError`` when
     train or val has no labelled entry.
     """
-    from matfuse.evaluate import regression_metrics
-
-    torch.manual_seed(tcfg.seed)
+    seed_everything(tcfg.seed)
     gen = torch.Generator().manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
-    dev = _device(tcfg.device)
+    dev = resolve_device(tcfg.device)
     idx = {s: data.index(ids) for s, ids in splits.items() if isinstance(ids, list)}
     lab = {s: i[np.isfinite(data.y[i])] for s, i in idx.items()}
     for s in ("train", "val"):
@@ -181,96 +158,74 @@ def train_ecd(
     x_tr = data.images[tr]
     norm = {
         "x_mean": float(x_tr.mean()),
-        "x_std": float(x_tr.std()) or 1.0,
+        "x_std": finite_or(float(x_tr.std())),
         "y_mean": float(data.y[tr].mean()),
-        "y_std": float(data.y[tr].std()) or 1.0,
+        "y_std": finite_or(float(data.y[tr].std())),
     }
     text_dim = None if data.text is None else int(data.text.shape[1])
     ctor = model_ctor(model_name, mcfg, tuple(data.images.shape[1:]), text_dim)
-    model = build_model(model_name, ctor).to(dev)
+    model = build_model(model_name, **ctor).to(dev)
     pretrained = bool(getattr(model, "pretrained", False))
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     loss_fn = nn.MSELoss()
     xn = ((data.images - norm["x_mean"]) / norm["x_std"]).astype(np.float32)
     yn = ((data.y - norm["y_mean"]) / norm["y_std"]).astype(np.float32)
-    stopper = EarlyStopping(tcfg.patience, model)
-    history = []
-    for epoch in range(tcfg.epochs):
-        model.train()
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    text_of = (lambda i: None) if data.text is None else (lambda i: data.text[i])
+
+    def batches() -> list[np.ndarray]:
         perm = rng.permutation(tr)
-        total = 0.0
-        for i in range(0, len(perm), tcfg.batch_size):
-            b = perm[i : i + tcfg.batch_size]
-            if len(b) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-                continue  # BatchNorm cannot train on a single sample
-            xb = torch.from_numpy(xn[b]).unsqueeze(1)
-            if tcfg.augment:
-                xb = augment_batch(xb, gen)
-            tb = torch.from_numpy(data.text[b]).float().to(dev) if data.text is not None else None
-            pred = _forward(model, model_name, xb.to(dev), tb)
-            loss = loss_fn(pred, torch.from_numpy(yn[b]).to(dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        val_pred = _predict(model, model_name, data.images[va], None if data.text is None else data.text[va], norm, tcfg.batch_size, dev)
-        val_mae = float(np.mean(np.abs(val_pred - data.y[va])))
-        history.append({"epoch": epoch, "train_mse_norm": total / max(len(tr), 1), "val_mae": val_mae})
-        stopper.update(epoch, val_mae, model)
-        if stopper.stop:
-            log.info("early stop at epoch %d (best %d, val MAE %.4g)", epoch, stopper.best_epoch, stopper.best_mae)
-            break
-    stopper.restore(model)
-    recalibrated = tcfg.recalibrate_bn and recalibrate_batchnorm(
-        model, model_name, data.images[tr], None if data.text is None else data.text[tr], norm, tcfg.batch_size, dev
+        return [perm[i : i + tcfg.batch_size] for i in range(0, len(perm), tcfg.batch_size)]
+
+    def loss_of(b: np.ndarray) -> tuple[torch.Tensor, int] | None:
+        if len(b) < 2 and has_bn:
+            return None  # BatchNorm cannot train on a single sample
+        xb = torch.from_numpy(xn[b]).unsqueeze(1)
+        if tcfg.augment:
+            xb = augment_batch(xb, gen)
+        tb = torch.from_numpy(data.text[b]).float().to(dev) if data.text is not None else None
+        pred = _forward(model, xb.to(dev), tb)
+        return loss_fn(pred, torch.from_numpy(yn[b]).to(dev)), len(b)
+
+    def validate() -> float:
+        val_pred = _predict(model, data.images[va], text_of(va), norm, tcfg.batch_size, dev)
+        return float(np.mean(np.abs(val_pred - data.y[va])))
+
+    result = fit(
+        model, opt, epochs=tcfg.epochs, patience=tcfg.patience, batches=batches, loss_of=loss_of,
+        validate=validate, desc=f"{model_name}/{target or 'y'}", keep_initial=True,
     )
+    recalibrated = tcfg.recalibrate_bn and recalibrate_batchnorm(model, data.images[tr], text_of(tr), norm, tcfg.batch_size, dev)
     rows = []
     for s, i in idx.items():
-        p = _predict(model, model_name, data.images[i], None if data.text is None else data.text[i], norm, tcfg.batch_size, dev)
+        p = _predict(model, data.images[i], text_of(i), norm, tcfg.batch_size, dev)
         rows += [{"material_id": data.ids[j], "split": s, "y_true": float(data.y[j]), "y_pred": float(v)} for j, v in zip(i, p)]
     pred_df = pd.DataFrame(rows, columns=["material_id", "split", "y_true", "y_pred"])
     metrics: dict[str, Any] = {
         "model": model_name,
         "target": target,
         "pretrained": pretrained,
-        "best_epoch": stopper.best_epoch,
+        "best_epoch": result.best_epoch,
         "bn_recalibrated": recalibrated,
-        "epochs_run": len(history),
-        "best_val_mae": stopper.best_mae,
+        "epochs_run": result.epochs_run,
+        "best_val_mae": result.best_val_mae,
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "norm": norm,
-        "history": history,
+        "history": result.history,
     }
     for s, grp in pred_df.groupby("split"):
         known = grp["y_true"].notna()
         if known.sum():
             metrics[s] = regression_metrics(grp.loc[known, "y_true"].to_numpy(), grp.loc[known, "y_pred"].to_numpy())
     if checkpoint_path is not None:
-        save_checkpoint(checkpoint_path, model_name, ctor, model, norm, target, pretrained)
+        save_checkpoint(checkpoint_path, model, norm, {"target": target, "pretrained": pretrained})
     return pred_df, metrics
-
-
-def save_checkpoint(path: str | Path, name: str, ctor: dict[str, Any], model: nn.Module, norm: dict[str, float], target: str, pretrained: bool) -> None:
-    """Atomic checkpoint: constructor args + CPU state dict + normalisation (weights_only-loadable)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    ckpt = {"model_name": name, "ctor": ctor, "state_dict": state, "norm": norm, "target": target, "pretrained": pretrained}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-
-
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode, checkpoint dict) from :func:`save_checkpoint` (``weights_only=True``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["model_name"], ckpt["ctor"], load_pretrained=False)
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return model, ckpt
 
 
 def predict_checkpoint(path: str | Path, images: np.ndarray, text: np.ndarray | None = None, batch_size: int = 64) -> np.ndarray:
     """Predictions (target units) of a saved model for images (N, H, W)."""
     model, ckpt = load_checkpoint(path)
-    return _predict(model, ckpt["model_name"], images.astype(np.float32), text, ckpt["norm"], batch_size, torch.device("cpu"))
+    return _predict(model, images.astype(np.float32), text, ckpt["normalizer"], batch_size, torch.device("cpu"))
 
 
 def kfold_splits(ids: list[str], k: int, seed: int = 0) -> list[dict[str, list[str]]]:

@@ -3,8 +3,9 @@
 Two things live here:
 
 * :func:`atom_feature_table` — CGCNN's per-element input features.  The original
-  ``atom_init.json`` (Xie & Grossman, PRL 120, 145301, 2018; Table S2 of the SI) is not
-  redistributable here, so the same *recipe* is recomputed from pymatgen's element data:
+  ``atom_init.json`` (Xie & Grossman, PRL 120, 145301, 2018; Table S2 of the SI) ships with the
+  MIT-licensed txie-93/cgcnn repository but not with this package, so the same *recipe* is
+  recomputed from pymatgen's element data:
   nine properties, each turned into a one-hot over fixed categories/bins (see
   :data:`FEATURE_SPEC`).  Continuous properties are binned uniformly over the paper's ranges
   (values outside the range fall in the first/last bin); a property pymatgen does not know for

@@ -1,0 +1,120 @@
+"""The one model registry (torch-free: importing it costs nothing).
+
+Each model is named once here, with what it reads (``graph`` / ``text`` / ``image`` /
+``composition``), which family trains it, where its class and typed constructor config live,
+and a one-line summary. Everything else derives from it: the config's model names
+(:mod:`matfuse.config`), the Snakemake rules' inputs (``workflow/rules/common.smk``), model
+construction and checkpoint loading (:mod:`matfuse.models`), and the README's model table
+(``python -m matfuse.registry`` prints it; a test keeps the README in step).
+
+Families:
+
+* ``crystal`` — trained by :func:`matfuse.train.train_model` on crystal graphs and/or cached text
+  embeddings; selectable in ``training.models``;
+* ``density`` — charge-density image models, trained by :mod:`matfuse.density.train`;
+  selectable in ``density.models``;
+* ``cromel`` — the CroMEL encoders and regressors (:mod:`matfuse.cromel`), not selectable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+Family = Literal["crystal", "density", "cromel"]
+Input = Literal["graph", "text", "image", "composition"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: Family
+    inputs: frozenset[str]
+    factory: str  # "module:attribute" of the callable that builds it from constructor kwargs
+    summary: str
+    config: str | None = None  # "module:Class" of its typed constructor config, where it has one
+    #: constructor keys naming pretrained-weight files: dropped when a checkpoint is loaded
+    #: (its state dict holds the weights; the file may not exist on the loading machine)
+    weight_files: tuple[str, ...] = ()
+
+    def build(self) -> Callable[..., Any]:
+        module, attr = self.factory.split(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):  # "Class.classmethod" allowed
+            obj = getattr(obj, part)
+        return obj
+
+
+def _spec(name: str, family: Family, inputs: set[str], factory: str, summary: str, **kw: Any) -> ModelSpec:
+    return ModelSpec(name, family, frozenset(inputs), factory, summary, **kw)
+
+
+SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        _spec("cgcnn", "crystal", {"graph"}, "matfuse.models.cgcnn:CGCNN",
+              "Xie & Grossman crystal graph convolution (radius 8 Å, 12 neighbours, Gaussian distances)",
+              config="matfuse.models.cgcnn:CGCNNConfig"),
+        _spec("text", "crystal", {"text"}, "matfuse.models.text_mlp:TextMLP",
+              "frozen cached text embedding → MLP"),
+        _spec("matmmfuse", "crystal", {"graph", "text"}, "matfuse.models.matmmfuse:matmmfuse_published",
+              "MatMMFuse's fusion block on frozen cached text embeddings (the paper fine-tunes the text encoder "
+              "end to end): CGCNN and text embeddings projected to 512, 8-head attention (query text, key/value "
+              "graph), residual + LayerNorm, linear head. With one token per modality the attention softmax is "
+              "identically 1 (the block reduces to a learned projection of the graph vector)"),
+        _spec("matmmfuse_tokens", "crystal", {"graph", "text"}, "matfuse.models.matmmfuse:matmmfuse_tokens",
+              "same, attending over the graph's atom tokens"),
+        _spec("crysmmnet", "crystal", {"graph", "text"}, "matfuse.models.crysmmnet:CrysMMNet",
+              "CrysMMNet: graph and text projection heads (Linear-GELU-Linear-Dropout, residual + LayerNorm) "
+              "to 64 each, concatenated → 64 → 1"),
+        _spec("ecd_cnn", "density", {"image"}, "matfuse.models.ecd_cnn:EcdCNN.from_kwargs",
+              "Massa et al.'s CNN on the (111) charge-density slice; see `docs/density.md`",
+              config="matfuse.models.ecd_cnn:EcdCNNConfig"),
+        _spec("ecd_inception", "density", {"image"}, "matfuse.models.ecd_inception:EcdInception.from_kwargs",
+              "InceptionV3 on the slice (ImageNet weights where a local file is given)",
+              config="matfuse.models.ecd_inception:EcdInceptionConfig", weight_files=("weights_path",)),
+        _spec("ecd_text", "density", {"image", "text"}, "matfuse.models.ecd_text:EcdText.from_kwargs",
+              "slice CNN + text embedding, concatenated",
+              config="matfuse.models.ecd_text:EcdTextConfig", weight_files=("image_cfg.weights_path",)),
+        _spec("cromel_composition", "cromel", {"composition"}, "matfuse.models.composition:CompositionRegressor.from_kwargs",
+              "composition encoder + regression head (CroMEL's target model)"),
+        _spec("cromel_encoder", "cromel", {"composition"}, "matfuse.models.composition:CompositionEncoder",
+              "composition encoder aligned to a structure encoder (WGAN-GP critic)"),
+        _spec("cromel_structure", "cromel", {"graph"}, "matfuse.models.cromel:StructureRegressor.from_kwargs",
+              "CroMEL's source structure encoder + head"),
+    )
+}
+
+
+def spec(name: str) -> ModelSpec:
+    """The spec of model ``name``; ``ValueError`` naming the known models otherwise."""
+    if name not in SPECS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(SPECS)}")
+    return SPECS[name]
+
+
+def names(family: Family | None = None, uses: str | None = None) -> tuple[str, ...]:
+    """Model names (registry order), optionally of one family and/or reading one input."""
+    return tuple(
+        n for n, s in SPECS.items() if (family is None or s.family == family) and (uses is None or uses in s.inputs)
+    )
+
+
+def inputs(name: str) -> frozenset[str]:
+    return spec(name).inputs
+
+
+def markdown_table(families: tuple[Family, ...] = ("crystal", "density")) -> str:
+    """The README's model table."""
+    rows = ["| name | input | what |", "|---|---|---|"]
+    for s in SPECS.values():
+        if s.family in families:
+            order = [i for i in ("graph", "image", "text", "composition") if i in s.inputs]
+            rows.append(f"| `{s.name}` | {' + '.join(order)} | {s.summary} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(markdown_table())

@@ -1,0 +1,60 @@
+"""The one model registry: everything that names models derives from it."""
+
+from __future__ import annotations
+
+import sys
+import typing
+
+import pytest
+
+from conftest import REPO
+from matfuse import registry
+from matfuse.config import GRAPH_MODELS, TEXT_MODELS, ModelName
+from matfuse.density.config import DensityConfig
+
+
+def test_registry_is_torch_free():
+    import subprocess
+
+    code = "import sys, matfuse.registry, matfuse.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_config_names_come_from_the_registry():
+    assert set(typing.get_args(ModelName)) == set(registry.names("crystal"))
+    assert TEXT_MODELS == {n for n, s in registry.SPECS.items() if "text" in s.inputs}
+    assert GRAPH_MODELS == {n for n, s in registry.SPECS.items() if s.family == "crystal" and "graph" in s.inputs}
+    density_models = typing.get_args(typing.get_args(DensityConfig.model_fields["models"].annotation)[0])
+    assert set(density_models) == set(registry.names("density"))
+
+
+@pytest.mark.parametrize("name", list(registry.SPECS))
+def test_every_spec_builds_and_round_trips_its_config(name):
+    from matfuse.models import build_model, model_from_config
+
+    small = {
+        "cgcnn": {}, "text": {"text_dim": 8}, "matmmfuse": {"text_dim": 8, "graph": {}},
+        "matmmfuse_tokens": {"text_dim": 8, "graph": {}}, "crysmmnet": {"text_dim": 8, "graph": {}},
+        "ecd_cnn": {"image_size": [16, 16], "channels": [4]}, "ecd_inception": {},
+        "ecd_text": {"text_dim": 8, "image_cfg": {"image_size": [16, 16], "channels": [4]}},
+        "cromel_composition": {"encoder": {"element_dim": 8, "hidden_dim": 8, "latent_dim": 4}},
+        "cromel_encoder": {"element_dim": 8, "hidden_dim": 8, "latent_dim": 4},
+        "cromel_structure": {"encoder": {"hidden_dim": 8, "n_conv": 1, "latent_dim": 4}},
+    }[name]
+    model = build_model(name, **small)
+    cfg = model.to_config()
+    assert cfg["name"] == name
+    again = model_from_config(cfg, for_loading=True)
+    again.load_state_dict(model.state_dict())
+    assert type(again) is type(model)
+
+
+def test_unknown_model_names_say_which_exist():
+    with pytest.raises(ValueError, match="unknown model 'nope'; known: "):
+        registry.spec("nope")
+
+
+def test_readme_model_table_is_the_registry_table():
+    readme = (REPO / "README.md").read_text()
+    assert registry.markdown_table() in readme
