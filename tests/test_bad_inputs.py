@@ -442,3 +442,16 @@ def test_workers_never_rerun_an_unguarded_main_script(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("RESULT") == 1 and "RESULT [221, 99]" in proc.stdout
+
+
+def test_large_structure_groups_still_fill_every_split():
+    """6 ids in 4 structure groups (the ECD tiny set: 3 Al densities of one structure, ...)."""
+    ids = ["si", "al1", "al2", "al3", "lih1", "lih2"]
+    groups = ["h-si", "h-al", "h-al", "h-al", "h-lih", "h-lih"]
+    for seed in range(20):
+        s = make_splits(ids, SplitConfig(seed=seed), groups)
+        assert all(s[k] for k in ("train", "val", "test")), (seed, s)
+        side = {m: k for k, v in s.items() for m in v}
+        assert side["al1"] == side["al2"] == side["al3"] and side["lih1"] == side["lih2"]
+    with pytest.raises(ValueError, match="would be empty: 4 entries in 2 structure groups"):
+        make_splits(["a", "b", "c", "d"], SplitConfig(), ["x", "x", "y", "y"])

@@ -51,20 +51,26 @@ def make_splits(
     n_train = n - n_val - n_test
     if n_train < 1:
         raise ValueError(f"{n} entries leave no training data with fractions {cfg}")
-    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    sides: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
     start = 0
     for b in perm:
         bundle = bundles[b]
         side = "train" if start < n_train else ("val" if start < n_train + n_val else "test")
-        out[side].extend(bundle)
+        sides[side].append(bundle)
         start += len(bundle)
-    empty = [k for k, v in out.items() if not v]
-    if empty:
+    # Large groups can leave a side empty (e.g. 6 ids in 4 groups): give it the last group of the
+    # side with the most groups. Never happens when no group holds more than one id.
+    while len(bundles) >= 3 and any(not v for v in sides.values()):
+        empty = next(k for k, v in sides.items() if not v)
+        donor = max(sides, key=lambda k: (len(sides[k]), k == "train"))
+        sides[empty].append(sides[donor].pop())
+    if any(not v for v in sides.values()):
+        empty_sides = [k for k, v in sides.items() if not v]
         raise ValueError(
-            f"split {empty} would be empty: {n} entries in {len(bundles)} structure groups cannot fill "
+            f"split {empty_sides} would be empty: {n} entries in {len(bundles)} structure groups cannot fill "
             f"fractions {cfg.train}/{cfg.val}/{cfg.test}"
         )
-    return {k: sorted(v) for k, v in out.items()}
+    return {k: sorted(mid for bundle in v for mid in bundle) for k, v in sides.items()}
 
 
 def group_report(material_ids: list[str], groups: Sequence[str | None] | None) -> dict[str, int]:
