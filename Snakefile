@@ -23,6 +23,7 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/density.smk"
 
 
+# What this config configures: metrics, and the tables of its branches (matfuse.workflow.Plan.final_targets).
 rule all:
     input:
-        "results/metrics.csv",
+        W.final_targets(),

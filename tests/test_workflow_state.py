@@ -283,21 +283,25 @@ def test_training_target_missing_from_a_training_dataset_fails_at_start(tmp_path
 
 
 def test_target_check_for_mp_and_jarvis_sources():
-    from matfuse.config import check_training_targets, load_config, missing_training_targets
+    """The check lives in the typed config: load_config refuses what Snakemake would refuse."""
+    from pydantic import ValidationError
 
-    cfg = load_config({
+    from matfuse.config import load_config, missing_training_targets
+
+    raw = {
         "datasets": {
             "mp": {"source": {"kind": "mp", "targets": ["band_gap"]}},
             "jv": {"source": {"kind": "jarvis"}},  # maps formation energy, band gap, e_above_hull
             "ev": {"source": {"kind": "jarvis", "targets": {}}, "train": False},
         },
         "training": {"targets": ["band_gap", "e_above_hull"]},
-    })
+    }
+    with pytest.raises(ValidationError, match=r"'e_above_hull' is not provided by training dataset 'mp' \(mp source"):
+        load_config(raw)
+    cfg = load_config({**raw, "training": {**raw["training"], "datasets": ["jv"]}})
+    assert missing_training_targets(cfg) == []
+    cfg.training.datasets = None
     assert missing_training_targets(cfg) == [("mp", "e_above_hull")]
-    with pytest.raises(ValueError, match=r"'e_above_hull' is not provided by training dataset 'mp' \(mp source"):
-        check_training_targets(cfg)
-    cfg.training.datasets = ["jv"]
-    check_training_targets(cfg)
 
 
 def _text_config(*models: str) -> dict:

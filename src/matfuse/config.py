@@ -197,11 +197,16 @@ class TextConfig(_Strict):
                 "deprecated": True,
                 "description": "Deprecated alias of fast_paths (it switches all exact fast paths, not only "
                 "mineral matching).",
-            }
+            },
+            variants={
+                "type": "array",
+                "deprecated": True,
+                "description": "Removed (read by nothing): every shard holds all three variants; "
+                "training.text_variants and density.text_variants choose which are used.",
+            },
         )
     )
 
-    variants: list[TextVariant] = Field(default_factory=lambda: ["all", "key", "single"])
     n_shards: int = Field(2, ge=1, description="Robocrys jobs per dataset (run in parallel).")
     workers_per_shard: int = Field(1, ge=1)
     cache_dir: str = Field("results/cache/robocrys", description="Per-structure text cache (shareable).")
@@ -220,9 +225,17 @@ class TextConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _deprecated_fast_mineral_matching(cls, data: Any) -> Any:
+        import warnings
+
+        if isinstance(data, dict) and "variants" in data:
+            data = {k: v for k, v in data.items() if k != "variants"}
+            warnings.warn(
+                "text.variants is ignored (and will be refused in a later version): every shard holds all "
+                "three variants; choose the ones used with training.text_variants / density.text_variants",
+                FutureWarning, stacklevel=2,
+            )
         if not isinstance(data, dict) or "fast_mineral_matching" not in data:
             return data
-        import warnings
 
         data = dict(data)
         old = data.pop("fast_mineral_matching")
@@ -318,13 +331,31 @@ class EvaluationConfig(_Strict):
     parity_plots: bool = True
 
 
+class RuleResources(_Strict):
+    """What one job of a rule needs (``runtime_min`` in minutes)."""
+
+    threads: int = Field(1, ge=1)
+    mem_mb: int = Field(2000, ge=1)
+    runtime_min: int = Field(10, ge=1)
+    gpu: int = Field(0, ge=0)
+
+
+def _res(**kw: int) -> Any:
+    return Field(default_factory=lambda: RuleResources(**kw))
+
+
 class ResourcesConfig(_Strict):
-    """Portable per-rule needs; cluster profiles map these to partitions/GPUs."""
+    """Portable per-rule needs of every rule; cluster profiles map these to partitions/GPUs.
+
+    The GPU-capable stages keep their flat keys (``train_*``: train, predict, predict_zeroshot,
+    cromel, density_train; ``describe_*``; ``embed_*``); every other rule has its own section.
+    """
 
     train_threads: int = 1
     train_mem_mb: int = 4000
     train_runtime_min: int = 60
     train_gpu: int = 0
+    predict_runtime_min: int = Field(30, ge=1, description="Run time of predict / predict_zeroshot jobs.")
     describe_threads: int = 1
     describe_mem_mb: int = 4000
     describe_runtime_min: int = 240
@@ -332,6 +363,32 @@ class ResourcesConfig(_Strict):
     embed_mem_mb: int = 6000
     embed_runtime_min: int = 120
     embed_gpu: int = 0
+    ingest: RuleResources = _res(mem_mb=4000, runtime_min=60)
+    split: RuleResources = _res(mem_mb=1000, runtime_min=5)
+    jarvis_store: RuleResources = _res(mem_mb=2000, runtime_min=10)
+    merge_texts: RuleResources = _res(mem_mb=2000, runtime_min=10)
+    graphs: RuleResources = _res(mem_mb=4000, runtime_min=60)
+    experiments: RuleResources = _res(mem_mb=500, runtime_min=5)
+    metrics: RuleResources = _res(mem_mb=2000, runtime_min=10)
+    tables: RuleResources = _res(mem_mb=1000, runtime_min=5)
+    density_match: RuleResources = _res(mem_mb=4000, runtime_min=30)
+    density_select: RuleResources = _res(mem_mb=2000, runtime_min=10)
+    density_images: RuleResources = _res(mem_mb=6000, runtime_min=240)
+    density_table6: RuleResources = _res(mem_mb=1000, runtime_min=5)
+
+    def of(self, rule: str) -> RuleResources:
+        """The resources of ``rule``."""
+        if rule in ("train", "cromel", "density_train", "predict", "predict_zeroshot"):
+            runtime = self.predict_runtime_min if rule.startswith("predict") else self.train_runtime_min
+            return RuleResources(threads=self.train_threads, mem_mb=self.train_mem_mb, runtime_min=runtime, gpu=self.train_gpu)
+        if rule == "describe":
+            return RuleResources(threads=self.describe_threads, mem_mb=self.describe_mem_mb, runtime_min=self.describe_runtime_min)
+        if rule == "embed":
+            return RuleResources(threads=self.embed_threads, mem_mb=self.embed_mem_mb, runtime_min=self.embed_runtime_min, gpu=self.embed_gpu)
+        value = getattr(self, rule, None)
+        if not isinstance(value, RuleResources):
+            raise KeyError(f"no resources for rule {rule!r}")
+        return value
 
 
 class CromelConfig(_Strict):
@@ -428,7 +485,30 @@ class Config(_Strict):
         for ev, tr in self.evaluation.zero_shot.items():
             if ev not in self.datasets or tr not in self.datasets:
                 raise ValueError(f"evaluation.zero_shot {ev!r} -> {tr!r}: both must be keys of `datasets`")
+        check_training_targets(self)
+        self._density_references()
         return self
+
+    def _density_references(self) -> None:
+        """The density section's references to datasets, embeddings and the match stage's files."""
+        from matfuse.workflow import match_file
+
+        d = self.density
+        if d is None:
+            return
+        for ds, src in d.datasets.items():
+            if ds not in self.datasets:
+                raise ValueError(f"density.datasets names {ds!r}, which is not a key of `datasets` (its entries give the targets)")
+            if ds in d.match and src.kind == "local" and src.manifest != match_file(ds, "manifest.csv"):
+                raise ValueError(f"density.datasets.{ds}.manifest must be {match_file(ds, 'manifest.csv')} (density.match.{ds} writes it)")
+        for ds in d.match:
+            dcfg = self.datasets.get(ds)
+            if dcfg is None or dcfg.source.kind != "table" or dcfg.source.path != match_file(ds, "table.csv"):
+                raise ValueError(f"density.match.{ds} needs datasets.{ds}.source = table with path {match_file(ds, 'table.csv')}")
+        if "ecd_text" in d.models:
+            for enc in d.encoders:
+                if enc not in self.embeddings:
+                    raise ValueError(f"density.encoders names {enc!r}, which is not a key of `embeddings`")
 
     # ------------------------------------------------------------------ helpers
     def train_datasets(self) -> list[str]:

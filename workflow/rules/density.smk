@@ -2,25 +2,12 @@
 # densities by structure matching -> stable-FCC selection and its splits -> pyrho regrid + (111)
 # slices -> ecd_cnn / ecd_inception / ecd_text -> predictions (metrics rows) -> Table 6.
 # Result names: "{dataset}-ecd_{kind}" (dataset names cannot contain '-'). See docs/density.md.
-# File lists and input functions live in matfuse.density.workflow.
+# File lists, input functions, params and resources come from the Plan (matfuse.workflow).
 
-from functools import partial
-
-import matfuse.density.workflow as dwf
+from matfuse import registry
 
 DENSITY = CFG.density
-MATCH_DATASETS = list(DENSITY.match) if DENSITY is not None else []
-DENSITY_KEY_VARS = sorted({s.api_key_env for s in DENSITY.datasets.values() if s.kind == "mp"}) if DENSITY else []
-dwf.check_config(CFG)
-
-# For the metrics rule (lazily, e.g. `predictions=lambda wc: prediction_files() + density_prediction_files()`).
-density_prediction_files = partial(dwf.prediction_files, CFG)
-density_reject_files = partial(dwf.reject_files, CFG)
-
-if DENSITY_KEY_VARS:
-
-    envvars:
-        *DENSITY_KEY_VARS,
+DENSITY_MODELS = registry.names("density")
 
 
 if DENSITY is not None:
@@ -37,12 +24,10 @@ if DENSITY is not None:
         log:
             "logs/density/match/{dataset}.log",
         params:
-            match=lambda wc: DENSITY.match[wc.dataset].model_dump(),
+            match=W.density_match_params,
         resources:
-            mem_mb=4000,
-            runtime=30,
-        wildcard_constraints:
-            dataset="|".join(MATCH_DATASETS) or "(?!x)x",
+            mem_mb=W.res("density_match").mem_mb,
+            runtime=W.res("density_match").runtime_min,
         conda:
             "../../envs/matfuse.yaml"
         script:
@@ -53,7 +38,7 @@ if DENSITY is not None:
         input:
             table="results/density/{dataset}/match/table.csv",
         wildcard_constraints:
-            dataset="|".join(MATCH_DATASETS) or "(?!x)x",
+            dataset="|".join(W.match_datasets()) or "(?!x)x",
 
     ruleorder: density_ingest_matched > ingest
 
@@ -67,11 +52,11 @@ if DENSITY is not None:
         log:
             "logs/density/select/{dataset}.log",
         params:
-            density=density_select_params,
+            density=W.density_select_params,
             split=CFG.split.model_dump(),
         resources:
-            mem_mb=2000,
-            runtime=10,
+            mem_mb=W.res("density_select").mem_mb,
+            runtime=W.res("density_select").runtime_min,
         conda:
             "../../envs/matfuse.yaml"
         script:
@@ -79,7 +64,7 @@ if DENSITY is not None:
 
     rule density_images:
         input:
-            unpack(partial(dwf.images_inputs, CFG)),
+            unpack(W.density_images_inputs),
         output:
             slices="results/density/{dataset}-ecd_{kind}/slices.parquet",
             rejects="results/density/{dataset}-ecd_{kind}/rejects.parquet",
@@ -89,10 +74,10 @@ if DENSITY is not None:
         benchmark:
             "benchmarks/density/images/{dataset}-ecd_{kind}.tsv"
         params:
-            density=density_images_params,
+            density=W.density_images_params,
         resources:
-            mem_mb=6000,
-            runtime=240,
+            mem_mb=W.res("density_images").mem_mb,
+            runtime=W.res("density_images").runtime_min,
         conda:
             "../../envs/matfuse.yaml"
         script:
@@ -100,7 +85,7 @@ if DENSITY is not None:
 
     rule density_train:
         input:
-            unpack(partial(dwf.train_inputs, CFG)),
+            unpack(W.density_train_inputs),
         output:
             checkpoint="results/models/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
             metrics="results/models/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}/metrics.json",
@@ -110,14 +95,14 @@ if DENSITY is not None:
         benchmark:
             "benchmarks/density/train/{dataset}-ecd_{kind}/{target}/{model}/{encoder}/{variant}/seed{seed}.tsv"
         params:
-            density=density_train_params,
+            density=W.density_train_params,
         wildcard_constraints:
-            model="ecd_cnn|ecd_inception|ecd_text",
-        threads: CFG.resources.train_threads
+            model="|".join(DENSITY_MODELS),
+        threads: W.res("density_train").threads
         resources:
-            mem_mb=CFG.resources.train_mem_mb,
-            runtime=CFG.resources.train_runtime_min,
-            gpu=CFG.resources.train_gpu,
+            mem_mb=W.res("density_train").mem_mb,
+            runtime=W.res("density_train").runtime_min,
+            gpu=W.res("density_train").gpu,
         conda:
             "../../envs/matfuse.yaml"
         script:
@@ -126,14 +111,14 @@ if DENSITY is not None:
     rule density_table6:
         input:
             metrics="results/metrics.csv",
-            predictions=density_prediction_files(),
+            predictions=W.density_prediction_files(),
         output:
             table="results/tables/massa_table6.md",
         log:
             "logs/density/table6.log",
         resources:
-            mem_mb=1000,
-            runtime=5,
+            mem_mb=W.res("density_table6").mem_mb,
+            runtime=W.res("density_table6").runtime_min,
         conda:
             "../../envs/matfuse.yaml"
         script:

@@ -14,11 +14,11 @@ rule embed:
     params:
         encoder_cfg=lambda wc: CFG.embeddings[wc.encoder].model_dump(),
         device=CFG.training.device,
-    threads: CFG.resources.embed_threads
+    threads: W.res("embed").threads
     resources:
-        mem_mb=CFG.resources.embed_mem_mb,
-        runtime=CFG.resources.embed_runtime_min,
-        gpu=CFG.resources.embed_gpu,
+        mem_mb=W.res("embed").mem_mb,
+        runtime=W.res("embed").runtime_min,
+        gpu=W.res("embed").gpu,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -38,8 +38,8 @@ rule graphs:
     params:
         graph_cfg=CFG.graph.model_dump(),
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=W.res("graphs").mem_mb,
+        runtime=W.res("graphs").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:

@@ -3,7 +3,7 @@
 
 rule predict:
     input:
-        unpack(model_inputs),
+        unpack(W.model_inputs),
         splits="results/splits/{dataset}/splits.json",
         model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
     output:
@@ -12,11 +12,11 @@ rule predict:
         "logs/predict/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
     params:
         device=CFG.training.device,
-    threads: CFG.resources.train_threads
+    threads: W.res("predict").threads
     resources:
-        mem_mb=CFG.resources.train_mem_mb,
-        runtime=30,
-        gpu=CFG.resources.train_gpu,
+        mem_mb=W.res("predict").mem_mb,
+        runtime=W.res("predict").runtime_min,
+        gpu=W.res("predict").gpu,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -24,18 +24,17 @@ rule predict:
 
 
 # The experiment set of the config (results/experiments.json): re-run whenever it changes (params),
-# and with it `metrics`, so metrics.csv always follows the config (see experiment_manifest).
+# and with it `metrics`, so metrics.csv always follows the config (see matfuse.workflow.Plan.experiment_manifest).
 rule experiments:
     output:
         manifest="results/experiments.json",
     log:
         "logs/experiments.log",
     params:
-        # lambda: density.smk (included later) adds the charge-density experiments
-        manifest=lambda wc: experiment_manifest(),
+        manifest=lambda wc: W.experiment_manifest(),
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=W.res("experiments").mem_mb,
+        runtime=W.res("experiments").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -45,20 +44,19 @@ rule experiments:
 rule metrics:
     input:
         experiments="results/experiments.json",
-        # lambdas: density.smk (included later) adds the charge-density results
-        predictions=lambda wc: prediction_files() + density_prediction_files(),
-        rejects=lambda wc: reject_files() + density_reject_files(),
+        predictions=W.all_prediction_files(),
+        rejects=W.all_reject_files(),
     output:
         metrics=report("results/metrics.csv", caption="../report/metrics.rst", category="Metrics"),
         rejects="results/rejects.csv",
-        plots=[report(p, caption="../report/parity.rst", category="Parity plots") for p in parity_plots()],
+        plots=[report(p, caption="../report/parity.rst", category="Parity plots") for p in W.parity_plots()],
     log:
         "logs/metrics.log",
     params:
         plots=CFG.evaluation.parity_plots,
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=W.res("metrics").mem_mb,
+        runtime=W.res("metrics").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -72,20 +70,20 @@ localrules:
 
 rule predict_zeroshot:
     input:
-        unpack(zeroshot_inputs),
+        unpack(W.zeroshot_inputs),
         model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
     output:
         predictions="results/predictions/zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.parquet",
     log:
         "logs/predict_zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
     params:
-        evalsets=lambda wc: sorted(zeroshot_sets(wc.dataset, wc.target)),
+        evalsets=lambda wc: W.zeroshot_sets(wc.dataset, wc.target),
         device=CFG.training.device,
-    threads: CFG.resources.train_threads
+    threads: W.res("predict_zeroshot").threads
     resources:
-        mem_mb=CFG.resources.train_mem_mb,
-        runtime=30,
-        gpu=CFG.resources.train_gpu,
+        mem_mb=W.res("predict_zeroshot").mem_mb,
+        runtime=W.res("predict_zeroshot").runtime_min,
+        gpu=W.res("predict_zeroshot").gpu,
     conda:
         "../../envs/matfuse.yaml"
     script:

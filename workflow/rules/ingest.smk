@@ -3,7 +3,7 @@
 
 rule ingest:
     input:
-        unpack(ingest_inputs),
+        unpack(W.ingest_inputs),
     output:
         entries="results/data/{dataset}/entries.parquet",
         rejects="results/data/{dataset}/rejects.parquet",
@@ -12,10 +12,11 @@ rule ingest:
     benchmark:
         "benchmarks/ingest/{dataset}.tsv"
     params:
-        dataset_cfg=dataset_cfg,
+        dataset_cfg=W.dataset_params,
+    threads: W.res("ingest").threads
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=W.res("ingest").mem_mb,
+        runtime=W.res("ingest").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -32,8 +33,8 @@ rule split:
     params:
         split_cfg=CFG.split.model_dump(),
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=W.res("split").mem_mb,
+        runtime=W.res("split").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -42,16 +43,16 @@ rule split:
 
 rule jarvis_local_store:
     input:
-        subset=lambda wc: JARVIS_STORES[wc.store_zip][0],
+        subset=lambda wc: W.jarvis_stores()[wc.store_zip][0],
     output:
         store="{store_zip}",
     log:
         "logs/jarvis_store/{store_zip}.log",
     params:
-        jarvis_dataset=lambda wc: JARVIS_STORES[wc.store_zip][1],
+        jarvis_dataset=lambda wc: W.jarvis_stores()[wc.store_zip][1],
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=W.res("jarvis_store").mem_mb,
+        runtime=W.res("jarvis_store").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:

@@ -12,14 +12,13 @@ rule cromel:
     benchmark:
         "benchmarks/cromel/{dataset}/seed{seed}.tsv"
     params:
-        # not the seeds list nor the dataset name (the wildcards): adding a seed runs only that seed
-        cfg=lambda wc: CFG.cromel.model_dump(exclude={"seeds", "dataset"}) if CFG.cromel else None,
+        cfg=W.cromel_params,
         seed=lambda wc: int(wc.seed),
-    threads: CFG.resources.train_threads
+    threads: W.res("cromel").threads
     resources:
-        mem_mb=CFG.resources.train_mem_mb,
-        runtime=CFG.resources.train_runtime_min,
-        gpu=CFG.resources.train_gpu,
+        mem_mb=W.res("cromel").mem_mb,
+        runtime=W.res("cromel").runtime_min,
+        gpu=W.res("cromel").gpu,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -29,7 +28,7 @@ rule cromel:
 rule tables:
     input:
         metrics="results/metrics.csv",
-        cromel=cromel_files(),
+        cromel=W.cromel_files(),
     output:
         all=report("results/tables/all.md", caption="../report/tables.rst", category="Tables"),
         matmmfuse="results/tables/matmmfuse.md",
@@ -38,8 +37,8 @@ rule tables:
     log:
         "logs/tables.log",
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=W.res("tables").mem_mb,
+        runtime=W.res("tables").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:

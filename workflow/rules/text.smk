@@ -12,12 +12,11 @@ rule describe:
         "benchmarks/describe/{dataset}/{shard}.tsv"
     params:
         n_shards=CFG.text.n_shards,
-        # every shard holds all three variants: text.variants does not change it
-        text_cfg=CFG.text.model_dump(exclude={"variants"}),
-    threads: CFG.resources.describe_threads
+        text_cfg=W.text_params(),
+    threads: W.res("describe").threads
     resources:
-        mem_mb=CFG.resources.describe_mem_mb,
-        runtime=CFG.resources.describe_runtime_min,
+        mem_mb=W.res("describe").mem_mb,
+        runtime=W.res("describe").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:
@@ -26,15 +25,15 @@ rule describe:
 
 rule merge_texts:
     input:
-        shards=expand("results/text/{{dataset}}/shards/{shard}.parquet", shard=SHARDS),
+        shards=expand("results/text/{{dataset}}/shards/{shard}.parquet", shard=W.shards),
     output:
         texts="results/text/{dataset}/texts.parquet",
         rejects="results/text/{dataset}/rejects.parquet",
     log:
         "logs/merge_texts/{dataset}.log",
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=W.res("merge_texts").mem_mb,
+        runtime=W.res("merge_texts").runtime_min,
     conda:
         "../../envs/matfuse.yaml"
     script:

@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        unpack(model_inputs),
+        unpack(W.model_inputs),
         splits="results/splits/{dataset}/splits.json",
     output:
         model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
@@ -16,13 +16,13 @@ rule train:
     params:
         # only what changes this job's output: hyper-parameters, not the lists of models, targets,
         # datasets, encoders, variants or seeds (those are the wildcards; see training_params)
-        training=training_params(),
+        training=W.training_params(),
         graph=CFG.graph.model_dump(),
-    threads: CFG.resources.train_threads
+    threads: W.res("train").threads
     resources:
-        mem_mb=CFG.resources.train_mem_mb,
-        runtime=CFG.resources.train_runtime_min,
-        gpu=CFG.resources.train_gpu,
+        mem_mb=W.res("train").mem_mb,
+        runtime=W.res("train").runtime_min,
+        gpu=W.res("train").gpu,
     conda:
         "../../envs/matfuse.yaml"
     script:

@@ -231,12 +231,3 @@ def load_encoder(resolved: ResolvedEncoder, device: str = "cpu") -> tuple[Any, A
         )
         _MODEL_MEMO[key] = (tokenizer, model)
         return tokenizer, model
-
-
-def pick_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other values pass through."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device

@@ -44,10 +44,17 @@ from tqdm.auto import tqdm
 
 from matfuse.config import EncoderConfig
 from matfuse.embed.cache import EmbeddingCache, bad_vector_rows, embedding_table, text_sha256, vectors_of
-from matfuse.embed.encoder import ResolvedEncoder, load_encoder, pick_device, resolve_encoder
+from matfuse.embed.encoder import ResolvedEncoder, load_encoder, resolve_encoder
 from matfuse.io import rejects_frame, write_parquet
 
 log = logging.getLogger(__name__)
+
+
+def _device(device: str) -> str:
+    """The kit's one device rule (``auto`` -> CUDA when present; ``cuda`` without a GPU is an error)."""
+    from matfuse.kit import resolve_device
+
+    return str(resolve_device(device))
 
 STAGE = "embed"
 
@@ -283,7 +290,7 @@ def embed_texts(
     import torch
 
     resolved = resolved or resolve_encoder(cfg.model, cfg.allow_download)
-    dev = pick_device(device)
+    dev = _device(device)
     tokenizer, model = load_encoder(resolved, dev)
     dim = int(model.config.hidden_size)
     check_max_length(cfg, tokenizer, model)
@@ -380,7 +387,7 @@ def reference_embed_texts(
     import torch
 
     resolved = resolve_encoder(cfg.model, cfg.allow_download)
-    dev = pick_device(device)
+    dev = _device(device)
     tokenizer, model = load_encoder(resolved, dev)
     chunks = []
     with torch_threads(threads), torch.no_grad():
@@ -511,7 +518,7 @@ def embed_dataset(
         dim = dims.pop()
         matrix = np.stack([vec[h][0] for h in hashes]).astype(np.float32, copy=False)
     else:
-        dim = int(load_encoder(resolved, pick_device(device))[1].config.hidden_size)
+        dim = int(load_encoder(resolved, _device(device))[1].config.hidden_size)
         matrix = np.zeros((0, dim), np.float32)
     table = embedding_table(
         "material_id",

@@ -1,0 +1,314 @@
+"""Workflow paths and experiment lists of every branch, in one place.
+
+``workflow/rules/*.smk`` hold only rules; every file list, input function, per-job params
+(only what changes a job's output) and resource lookup they use comes from one :class:`Plan`
+built from the typed :class:`matfuse.config.Config`. The crystal branch (ingest -> text ->
+embeddings/graphs -> train -> predict), the charge-density (ECD) branch and CroMEL share the
+path templates below, and ``rule all`` is :meth:`Plan.final_targets`.
+
+Cross-references between config sections are checked by the typed config itself
+(:class:`matfuse.config.Config` validators); :meth:`Plan.check_at_start` adds the checks that
+need the machine (is each text encoder available offline?).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from matfuse.config import GRAPH_MODELS, TEXT_MODELS, Config, RuleResources
+
+NONE = "none"
+#: One experiment's path below results/models, results/predictions, logs/train, ...
+EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}"
+#: ``{dataset}-ecd_{kind}``: an ECD dataset in result paths and in metrics.csv.
+ECD = "{dataset}-ecd_{kind}"
+ECD_EXP = ECD + "/{target}/{model}/{encoder}/{variant}/seed{seed}"
+#: Keys of one experiment in results/experiments.json (the metrics.csv columns that name it).
+EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "kind")
+#: TrainingConfig fields that list the experiments (wildcards of each job), not how one is trained.
+EXPERIMENT_LISTS = {"models", "targets", "datasets", "encoders", "text_variants", "seeds"}
+
+
+def match_file(dataset: str, name: str) -> str:
+    """Outputs of the density structure-matching stage of ``dataset``."""
+    return f"results/density/{dataset}/match/{name}"
+
+
+class Plan:
+    """Everything the rules need to know about the configured experiments (see module docstring)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.datasets = list(cfg.datasets)
+        self.train_datasets = cfg.train_datasets()
+        self.shards = list(range(cfg.text.n_shards))
+        self.density = cfg.density
+
+    # ------------------------------------------------------------------ crystal branch
+    def experiments(self) -> list[dict[str, Any]]:
+        """Every (dataset, target, model, encoder, variant, seed) the training section asks for."""
+        t = self.cfg.training
+        out = []
+        for ds in self.train_datasets:
+            for target in t.targets:
+                for model in t.models:
+                    texts = [(e, v) for e in t.encoders for v in t.text_variants] if model in TEXT_MODELS else [(NONE, NONE)]
+                    for enc, var in texts:
+                        for seed in t.seeds:
+                            out.append(dict(dataset=ds, target=target, model=model, encoder=enc, variant=var, seed=seed))
+        return out
+
+    def zeroshot_sets(self, train_dataset: str, target: str) -> list[str]:
+        """Evaluation datasets that score models of ``train_dataset`` and provide ``target`` (sorted)."""
+        return sorted(
+            ev for ev, tr in self.cfg.evaluation.zero_shot.items()
+            if tr == train_dataset and target in self.cfg.datasets[ev].target_names()
+        )
+
+    def embedding_file(self, dataset: str, encoder: str, variant: str) -> str:
+        return f"results/embeddings/{dataset}/{encoder}/{variant}-{self.cfg.embeddings[encoder].pooling}.parquet"
+
+    def model_inputs(self, wildcards: Any, dataset: str | None = None) -> dict[str, str]:
+        """Inputs of train/predict for one experiment (graphs and/or embeddings as the model needs)."""
+        ds = dataset or wildcards.dataset
+        inputs = {"entries": f"results/data/{ds}/entries.parquet"}
+        if wildcards.model in GRAPH_MODELS:
+            inputs["graphs"] = f"results/graphs/{ds}/graphs.parquet"
+        if wildcards.model in TEXT_MODELS:
+            inputs["embeddings"] = self.embedding_file(ds, wildcards.encoder, wildcards.variant)
+        return inputs
+
+    def zeroshot_inputs(self, wildcards: Any) -> dict[str, str]:
+        inputs = {}
+        for ev in self.zeroshot_sets(wildcards.dataset, wildcards.target):
+            for kind, path in self.model_inputs(wildcards, dataset=ev).items():
+                inputs[f"{ev}__{kind}"] = path
+        return inputs
+
+    def prediction_files(self) -> list[str]:
+        exps = self.experiments()
+        files = [f"results/predictions/{EXP}.parquet".format(**e) for e in exps]
+        files += [f"results/predictions/zeroshot/{EXP}.parquet".format(**e) for e in exps
+                  if self.zeroshot_sets(e["dataset"], e["target"])]
+        return files
+
+    def parity_plots(self) -> list[str]:
+        if not self.cfg.evaluation.parity_plots:
+            return []
+        return sorted({"results/plots/parity/{dataset}/{target}/{model}.png".format(**e) for e in self.experiments()})
+
+    def reject_files(self) -> list[str]:
+        """Every crystal-branch stage's rejects table, for the summary in results/rejects.csv."""
+        t = self.cfg.training
+        models = set(t.models)
+        files = []
+        for ds in self.datasets:
+            files.append(f"results/data/{ds}/rejects.parquet")
+            if models & TEXT_MODELS:
+                files.append(f"results/text/{ds}/rejects.parquet")
+                files += [self.embedding_file(ds, e, v).replace(".parquet", ".rejects.parquet")
+                          for e in t.encoders for v in t.text_variants]
+            if models & GRAPH_MODELS:
+                files.append(f"results/graphs/{ds}/rejects.parquet")
+        return files
+
+    def jarvis_stores(self) -> dict[str, tuple[str, str]]:
+        """JARVIS figshare zips packed from local record files: {zip path: (records file, JARVIS dataset)}."""
+        from matfuse.sources.jarvis import store_zip_path
+
+        return {
+            str(store_zip_path(ds.source.store_dir, ds.source.dataset)): (ds.source.local_subset, ds.source.dataset)
+            for ds in self.cfg.datasets.values()
+            if ds.source.kind == "jarvis" and ds.source.local_subset
+        }
+
+    def store_zip_pattern(self) -> str:
+        return "|".join(re.escape(p) for p in self.jarvis_stores()) or "(?!x)x"
+
+    def ingest_inputs(self, wildcards: Any) -> dict[str, str]:
+        """The source's local files, so that a changed table or store re-runs the ingest."""
+        from matfuse.sources.jarvis import store_zip_path
+
+        src = self.cfg.datasets[wildcards.dataset].source
+        if src.kind == "jarvis" and src.local_subset:
+            return {"store": str(store_zip_path(src.store_dir, src.dataset))}
+        if src.kind == "table":
+            return {"table": src.path}
+        return {}
+
+    def cromel_files(self) -> list[str]:
+        c = self.cfg.cromel
+        return [] if c is None else [f"results/cromel/{c.dataset}/seed{s}/metrics.csv" for s in c.seeds]
+
+    def mp_key_vars(self) -> list[str]:
+        """Environment variables holding MP API keys that jobs need (never written anywhere)."""
+        names = {ds.source.api_key_env for ds in self.cfg.datasets.values() if ds.source.kind == "mp"}
+        if self.density is not None:
+            names |= {s.api_key_env for s in self.density.datasets.values() if s.kind == "mp"}
+        return sorted(names)
+
+    # ------------------------------------------------------------------ density branch
+    def density_experiments(self) -> list[dict[str, Any]]:
+        """Every (dataset, kind, target, model, encoder, variant, seed) the density section asks for."""
+        d = self.density
+        if d is None:
+            return []
+        out = []
+        for ds in d.datasets:
+            for kind in d.kinds:
+                for target in d.train_targets():
+                    for model in d.models:
+                        texts = [(e, v) for e in d.encoders for v in d.text_variants] if model in TEXT_MODELS else [(NONE, NONE)]
+                        for enc, var in texts:
+                            for seed in d.seeds:
+                                out.append(dict(dataset=ds, kind=kind, target=target, model=model, encoder=enc, variant=var, seed=seed))
+        return out
+
+    def match_datasets(self) -> list[str]:
+        return list(self.density.match) if self.density is not None else []
+
+    def density_prediction_files(self) -> list[str]:
+        return [f"results/predictions/{ECD_EXP}.parquet".format(**e) for e in self.density_experiments()]
+
+    def density_reject_files(self) -> list[str]:
+        """Rejects of matching, selection and regrid/slice (second path segment = the dataset name)."""
+        d = self.density
+        if d is None:
+            return []
+        files = [match_file(ds, "rejects.parquet") for ds in d.match]
+        for ds in d.datasets:
+            files.append(f"results/density/{ds}/selection_rejects.parquet")
+            files += [f"results/density/{ECD}/rejects.parquet".format(dataset=ds, kind=k) for k in d.kinds]
+        return files
+
+    def density_images_inputs(self, wildcards: Any) -> dict[str, str]:
+        """Inputs of density_images: the ids to build (selection, or all entries) and a local manifest."""
+        d = self.density
+        ds = wildcards.dataset
+        ids = f"results/density/{ds}/selection.parquet" if d.selection.enabled else f"results/data/{ds}/entries.parquet"
+        inputs = {"ids": ids}
+        src = d.datasets[ds]
+        if src.kind == "local":
+            inputs["manifest"] = src.manifest
+        return inputs
+
+    def density_train_inputs(self, wildcards: Any) -> dict[str, str]:
+        """Inputs of density_train (text embeddings only for ecd_text)."""
+        ds = wildcards.dataset
+        inputs = {
+            "slices": f"results/density/{ECD}/slices.parquet".format(dataset=ds, kind=wildcards.kind),
+            "entries": f"results/data/{ds}/entries.parquet",
+            "splits": f"results/density/{ds}/splits.json",
+        }
+        if wildcards.model in TEXT_MODELS:
+            inputs["embeddings"] = self.embedding_file(ds, wildcards.encoder, wildcards.variant)
+        return inputs
+
+    # ------------------------------------------------------------------ every branch
+    def all_prediction_files(self) -> list[str]:
+        return self.prediction_files() + self.density_prediction_files()
+
+    def all_reject_files(self) -> list[str]:
+        return self.reject_files() + self.density_reject_files()
+
+    def experiment_manifest(self) -> dict[str, Any]:
+        """The experiment set of this config, as written to results/experiments.json.
+
+        These are the params of the `experiments` job: Snakemake re-runs it whenever they change
+        (its output has its own metadata), and with it `metrics`, which otherwise misses changes
+        of the experiment set (new outputs, e.g. parity plots, have no metadata, and then
+        Snakemake checks no params or input changes at all). `kind` is "trained" (train/val/test
+        rows) or "zeroshot".
+        """
+        rows = []
+        for e in self.experiments():
+            key = dict(train_dataset=e["dataset"], target=e["target"], model=e["model"],
+                       text_encoder=e["encoder"], text_variant=e["variant"], seed=int(e["seed"]))
+            rows.append(dict(dataset=e["dataset"], **key, kind="trained"))
+            rows += [dict(dataset=ev, **key, kind="zeroshot") for ev in self.zeroshot_sets(e["dataset"], e["target"])]
+        for e in self.density_experiments():
+            ds = ECD.format(**e)
+            rows.append(dict(dataset=ds, train_dataset=ds, target=e["target"], model=e["model"],
+                             text_encoder=e["encoder"], text_variant=e["variant"], seed=int(e["seed"]), kind="trained"))
+        rows = [{k: r[k] for k in EXPERIMENT_KEYS} for r in rows]
+        rows.sort(key=lambda r: tuple(str(r[k]) for k in EXPERIMENT_KEYS))
+        return {
+            "experiments": rows,
+            "predictions": sorted(self.all_prediction_files()),
+            "rejects": sorted(self.all_reject_files()),
+            "parity_plots": self.parity_plots(),
+        }
+
+    def final_targets(self) -> list[str]:
+        """What ``rule all`` builds for this config: metrics, and the tables of what it configures."""
+        out = ["results/metrics.csv"]
+        if self.experiments() or self.cromel_files():
+            out.append("results/tables/all.md")
+        if self.density_experiments():
+            out.append("results/tables/massa_table6.md")
+        return out
+
+    # ------------------------------------------------------------------ params (only what changes an output)
+    def dataset_params(self, wildcards: Any) -> dict[str, Any]:
+        # `train` (trained on or evaluation-only) does not change the entry table
+        return self.cfg.datasets[wildcards.dataset].model_dump(exclude={"train"})
+
+    def training_params(self) -> dict[str, Any]:
+        """What changes a training job's output: the hyper-parameters, not the experiment lists."""
+        return self.cfg.training.model_dump(exclude=EXPERIMENT_LISTS)
+
+    def text_params(self) -> dict[str, Any]:
+        """What changes a describe job's output (every shard holds all three variants)."""
+        return self.cfg.text.model_dump()
+
+    def cromel_params(self, wildcards: Any) -> dict[str, Any] | None:
+        """Not the seeds list nor the dataset name (the wildcards): adding a seed runs only that seed."""
+        c = self.cfg.cromel
+        return c.model_dump(exclude={"seeds", "dataset"}) if c else None
+
+    def density_match_params(self, wildcards: Any) -> dict[str, Any]:
+        return self.density.match[wildcards.dataset].model_dump()
+
+    def density_select_params(self, wildcards: Any) -> dict[str, Any]:
+        return {"selection": self.density.selection.model_dump()}
+
+    def density_images_params(self, wildcards: Any) -> dict[str, Any]:
+        keep = {"grid", "cube_dtype", "store_cubes", "previews", "slice"}
+        return {**self.density.model_dump(include=keep),
+                "datasets": {wildcards.dataset: self.density.datasets[wildcards.dataset].model_dump()}}
+
+    def density_train_params(self, wildcards: Any) -> dict[str, Any]:
+        return self.density.model_dump(include={"model", "train"})
+
+    # ------------------------------------------------------------------ resources
+    def res(self, rule: str) -> RuleResources:
+        """Threads, memory, run time and GPUs of ``rule`` (``resources:`` in the config)."""
+        return self.cfg.resources.of(rule)
+
+    # ------------------------------------------------------------------ checks that need the machine
+    def used_encoders(self) -> list[str]:
+        """Keys of `embeddings` some job will embed with (training text models, ecd_text)."""
+        names: set[str] = set()
+        if set(self.cfg.training.models) & TEXT_MODELS and self.train_datasets:
+            names.update(self.cfg.training.encoders)
+        d = self.density
+        if d is not None and set(d.models) & TEXT_MODELS and d.datasets:
+            names.update(e for e in d.encoders if e in self.cfg.embeddings)
+        return sorted(names)
+
+    def encoder_problems(self) -> list[str]:
+        """Text encoders that are not on this machine (no weights are loaded; hub names: local cache only)."""
+        from matfuse.embed.encoder import EncoderUnavailableError, check_encoder_available
+
+        problems = []
+        for name in self.used_encoders():
+            enc = self.cfg.embeddings[name]
+            try:
+                check_encoder_available(enc.model, enc.allow_download)
+            except EncoderUnavailableError as exc:
+                problems.append(f"embeddings.{name} (model: {enc.model}): {exc}")
+        return problems
+
+
+__all__ = ["ECD", "ECD_EXP", "EXP", "EXPERIMENT_KEYS", "NONE", "Plan", "match_file"]
