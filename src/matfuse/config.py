@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from matfuse import registry
-from matfuse.density.config import DensityConfig
+from matfuse.density.config import DensityConfig, match_file
 
 #: Name pattern shared by datasets, encoders and other path components (wildcard-safe).
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.]*$"
@@ -491,8 +491,6 @@ class Config(_Strict):
 
     def _density_references(self) -> None:
         """The density section's references to datasets, embeddings and the match stage's files."""
-        from matfuse.workflow import match_file
-
         d = self.density
         if d is None:
             return

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from matfuse.config import GRAPH_MODELS, TEXT_MODELS, Config, RuleResources
+from matfuse.density.config import match_file
 
 NONE = "none"
 #: One experiment's path below results/models, results/predictions, logs/train, ...
@@ -28,11 +29,6 @@ ECD_EXP = ECD + "/{target}/{model}/{encoder}/{variant}/seed{seed}"
 EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "kind")
 #: TrainingConfig fields that list the experiments (wildcards of each job), not how one is trained.
 EXPERIMENT_LISTS = {"models", "targets", "datasets", "encoders", "text_variants", "seeds"}
-
-
-def match_file(dataset: str, name: str) -> str:
-    """Outputs of the density structure-matching stage of ``dataset``."""
-    return f"results/density/{dataset}/match/{name}"
 
 
 class Plan:

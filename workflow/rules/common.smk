@@ -21,8 +21,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Fail fast where the DAG is built (not again inside every job of a cluster run): text encoders
 # that are not on this machine (no weights are loaded; hub names: local cache only).
-if workflow.is_main_process and W.encoder_problems():
-    raise WorkflowError("text encoder not available:\n" + "\n".join(W.encoder_problems()))
+if workflow.is_main_process:
+    ENCODER_PROBLEMS = W.encoder_problems()
+    if ENCODER_PROBLEMS:
+        raise WorkflowError("text encoder not available:\n" + "\n".join(ENCODER_PROBLEMS))
 
 # Materials Project keys are passed through to jobs (also cluster jobs) only when a source uses
 # them; they are never written to logs or outputs.

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from matfuse import registry
 
+def match_file(dataset: str, name: str) -> str:
+    """Outputs of the density structure-matching stage of ``dataset``."""
+    return f"results/density/{dataset}/match/{name}"
+
+
 #: Density kinds this branch can produce, and the VASP file each one is read from.
 DensityKind = Literal["total", "spin", "valence"]
 FileKind = Literal["CHGCAR", "AECCAR0", "AECCAR2"]

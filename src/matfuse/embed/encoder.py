@@ -114,64 +114,23 @@ def _no_hub_message(name: str, reason: str) -> str:
     )
 
 
-def resolve_encoder(spec: str, allow_download: bool = False) -> ResolvedEncoder:
-    """Turn an ``EncoderConfig.model`` string into a local checkpoint folder plus its identity.
-
-    Raises :class:`EncoderUnavailableError` (with what to do) when the files are not here.
-    """
-    if spec.startswith("packaged:"):
-        path = packaged_path(spec.split(":", 1)[1])
-        return ResolvedEncoder(spec, path, "packaged", f"sha256:{checkpoint_digest(path)}")
-
-    local = Path(spec).expanduser()
-    if local.exists():
-        if not local.is_dir() or not (local / "config.json").is_file():
-            raise EncoderUnavailableError(f"encoder path {local} is not a checkpoint folder (no config.json)")
-        local = local.resolve()
-        return ResolvedEncoder(spec, local, "local", f"sha256:{checkpoint_digest(local)}")
-    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1:
-        raise EncoderUnavailableError(f"encoder path {spec!r} does not exist")
-
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        snap = Path(snapshot_download(spec, local_files_only=True))
-    except HFValidationError as exc:
-        raise EncoderUnavailableError(f"{spec!r} is neither an existing path nor a valid hub name: {exc}") from exc
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
-        if not allow_download:
-            raise EncoderUnavailableError(_no_hub_message(spec, type(exc).__name__)) from exc
-        log.info("downloading %s from the Hugging Face hub", spec)
-        try:
-            snap = Path(snapshot_download(spec))
-        except Exception as exc2:  # network, auth, missing repo
-            raise EncoderUnavailableError(f"could not download {spec!r}: {exc2}") from exc2
-    if not (snap / "config.json").is_file():
-        raise EncoderUnavailableError(_no_hub_message(spec, f"cached snapshot {snap} is incomplete"))
-    return ResolvedEncoder(spec, snap, "hub", f"hf:{spec}@{snap.name}")
-
-
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def check_encoder_available(spec: str, allow_download: bool = False) -> Literal["packaged", "local", "hub", "download"]:
-    """Cheap pre-flight check that :func:`resolve_encoder` will find ``spec`` on this machine.
+def _locate(spec: str, allow_download: bool) -> tuple[Literal["packaged", "local", "hub", "download"], Path | None]:
+    """Where the checkpoint of ``spec`` is, without hashing, loading or any network use.
 
-    Same decisions as :func:`resolve_encoder`, but loads no weights, hashes nothing and uses no
-    network (hub names: ``snapshot_download(local_files_only=True)``, a look-up in the local cache).
-    Returns where the checkpoint will come from (``"download"``: not cached, but ``allow_download``
-    is set and the hub is not switched off); raises :class:`EncoderUnavailableError` saying what to do.
+    ``("download", None)``: not cached, but ``allow_download`` is set and the hub is not switched
+    off. Raises :class:`EncoderUnavailableError` saying what to do.
     """
     if spec.startswith("packaged:"):
-        packaged_path(spec.split(":", 1)[1])
-        return "packaged"
+        return "packaged", packaged_path(spec.split(":", 1)[1])
     local = Path(spec).expanduser()
     if local.exists():
         if not local.is_dir() or not (local / "config.json").is_file():
             raise EncoderUnavailableError(f"encoder path {local} is not a checkpoint folder (no config.json)")
-        return "local"
+        return "local", local.resolve()
     if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1:
         raise EncoderUnavailableError(
             f"encoder path {spec!r} does not exist (relative paths are relative to {Path.cwd()}); point "
@@ -193,10 +152,42 @@ def check_encoder_available(spec: str, allow_download: bool = False) -> Literal[
                 _no_hub_message(spec, "allow_download is set, but HF_HUB_OFFLINE=1 switches the hub off; "
                                 "run with HF_HUB_OFFLINE=0 where the hub is reachable")
             ) from exc
-        return "download"
+        return "download", None
     if not (snap / "config.json").is_file():
         raise EncoderUnavailableError(_no_hub_message(spec, f"cached snapshot {snap} is incomplete"))
-    return "hub"
+    return "hub", snap
+
+
+def resolve_encoder(spec: str, allow_download: bool = False) -> ResolvedEncoder:
+    """Turn an ``EncoderConfig.model`` string into a local checkpoint folder plus its identity.
+
+    Raises :class:`EncoderUnavailableError` (with what to do) when the files are not here.
+    """
+    kind, path = _locate(spec, allow_download)
+    if kind in ("packaged", "local"):
+        return ResolvedEncoder(spec, path, kind, f"sha256:{checkpoint_digest(path)}")
+    if kind == "download":
+        from huggingface_hub import snapshot_download
+
+        log.info("downloading %s from the Hugging Face hub", spec)
+        try:
+            path = Path(snapshot_download(spec))
+        except Exception as exc:  # network, auth, missing repo
+            raise EncoderUnavailableError(f"could not download {spec!r}: {exc}") from exc
+        if not (path / "config.json").is_file():
+            raise EncoderUnavailableError(_no_hub_message(spec, f"downloaded snapshot {path} is incomplete"))
+    return ResolvedEncoder(spec, path, "hub", f"hf:{spec}@{path.name}")
+
+
+def check_encoder_available(spec: str, allow_download: bool = False) -> Literal["packaged", "local", "hub", "download"]:
+    """Cheap pre-flight check that :func:`resolve_encoder` will find ``spec`` on this machine.
+
+    Same decisions as :func:`resolve_encoder` (both go through one look-up), but loads no weights,
+    hashes nothing and uses no network. Returns where the checkpoint will come from
+    (``"download"``: not cached, but ``allow_download`` is set and the hub is not switched off);
+    raises :class:`EncoderUnavailableError` saying what to do.
+    """
+    return _locate(spec, allow_download)[0]
 
 
 _MODEL_MEMO: dict[tuple[str, str], tuple[Any, Any]] = {}

@@ -49,14 +49,14 @@ from matfuse.io import rejects_frame, write_parquet
 
 log = logging.getLogger(__name__)
 
+STAGE = "embed"
+
 
 def _device(device: str) -> str:
     """The kit's one device rule (``auto`` -> CUDA when present; ``cuda`` without a GPU is an error)."""
     from matfuse.kit import resolve_device
 
     return str(resolve_device(device))
-
-STAGE = "embed"
 
 
 # --------------------------------------------------------------------------- tokenisation
@@ -518,7 +518,7 @@ def embed_dataset(
         dim = dims.pop()
         matrix = np.stack([vec[h][0] for h in hashes]).astype(np.float32, copy=False)
     else:
-        dim = int(load_encoder(resolved, _device(device))[1].config.hidden_size)
+        dim = encoder_width(resolved) or int(load_encoder(resolved, _device(device))[1].config.hidden_size)
         matrix = np.zeros((0, dim), np.float32)
     table = embedding_table(
         "material_id",
