@@ -341,13 +341,32 @@ def _reason_summary(rejects: pd.DataFrame, top: int = 5) -> str:
     return "; ".join(parts) + (f"; and {more} other reasons" if more > 0 else "")
 
 
+def add_hull_target(raw: pd.DataFrame, cfg: DatasetConfig, hull_path: str | Path) -> pd.DataFrame:
+    """The hull target (``cfg.hull.target``) of each raw row, from the collection's hull table."""
+    hull = pd.read_parquet(hull_path, columns=["material_id", "e_above_hull"])
+    values = hull.drop_duplicates("material_id").set_index("material_id")["e_above_hull"]
+    raw = raw.copy()
+    raw[cfg.hull.target] = raw["material_id"].map(values)
+    log.info("%s from %s: %d of %d rows", cfg.hull.target, hull_path, int(raw[cfg.hull.target].notna().sum()), len(raw))
+    return raw
+
+
 def ingest(
-    cfg: DatasetConfig, dataset: str, entries_path: str | Path, rejects_path: str | Path, workers: int = 1
+    cfg: DatasetConfig, dataset: str, entries_path: str | Path, rejects_path: str | Path, workers: int = 1,
+    hull_path: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Stage function: fetch, validate and write the entry and rejects tables."""
+    """Stage function: fetch, validate and write the entry and rejects tables.
+
+    With ``cfg.hull`` the collection's hull table (rule ``hull``, :mod:`matfuse.hull`) adds the
+    ``e_above_hull`` target.
+    """
     raw = fetch_raw(cfg)
     if raw.empty:
         raise ValueError(f"dataset {dataset!r}: the source returned no records")
+    if cfg.hull is not None:
+        if hull_path is None:
+            raise ValueError(f"dataset {dataset!r} has a hull target but no hull table was given")
+        raw = add_hull_target(raw, cfg, hull_path)
     entries, rejects = canonicalise(raw, cfg, dataset, workers=workers)
     if entries.empty:
         # Snakemake deletes the outputs of a failed job, so the reasons go into the log and the error.

@@ -57,3 +57,25 @@ rule jarvis_local_store:
         "../../envs/matfuse.yaml"
     script:
         "../scripts/jarvis_store.py"
+
+
+# e_above_hull of a table's whole collection (datasets.<name>.hull): an extra target of the ingest.
+rule hull:
+    input:
+        table=lambda wc: CFG.datasets[wc.dataset].source.path,
+    output:
+        hull="results/hull/{dataset}/e_above_hull.parquet",
+        check="results/hull/{dataset}/check.json",
+    log:
+        "logs/hull/{dataset}.log",
+    benchmark:
+        "benchmarks/hull/{dataset}.tsv"
+    params:
+        cfg=W.hull_params,
+    resources:
+        mem_mb=W.res("hull").mem_mb,
+        runtime=W.res("hull").runtime_min,
+    conda:
+        "../../envs/matfuse.yaml"
+    script:
+        "../scripts/hull.py"

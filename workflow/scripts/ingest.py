@@ -12,4 +12,5 @@ ingest(
     smk.output.entries,
     smk.output.rejects,
     workers=smk.threads,
+    hull_path=smk.input.get("hull"),
 )

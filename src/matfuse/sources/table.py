@@ -7,6 +7,7 @@ import logging
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -171,3 +172,29 @@ def fetch(cfg: TableSource) -> pd.DataFrame:
     out.attrs["per_atom"] = list(cfg.per_atom)
     log.info("read %d rows from %s", len(out), cfg.path)
     return out
+
+
+def collection_formulas(cfg: TableSource, energy_target: str) -> tuple[list[str], list[Any], list[Any]]:
+    """Ids, formulas and ``energy_target`` values of *every* row of the table (for a convex hull).
+
+    The formula comes from ``formula_column`` (``auto``: the usual names); a table without one
+    cannot give a hull without parsing every structure, which this refuses to do silently.
+    """
+    if energy_target not in cfg.targets:
+        raise TableError(f"hull energy {energy_target!r} is not a key of `targets` ({sorted(cfg.targets)})")
+    df = read_table(cfg.path, cfg.format, cfg.members)
+    formula_col = _declared_column(df, cfg.formula_column, FORMULA_COLUMNS, "formula_column")
+    if formula_col is None:
+        raise TableError(f"{cfg.path}: a hull needs a formula column (set `formula_column`); none of "
+                         f"{list(FORMULA_COLUMNS)} is in the table")
+    column = cfg.targets[energy_target]
+    if column not in df.columns:
+        raise TableError(f"{cfg.path}: energy column {column!r} not in the table")
+    energies = df[column]
+    if energy_target in cfg.per_atom:
+        nsites_col = _declared_column(df, cfg.nsites_column, NSITES_COLUMNS, "nsites_column")
+        if nsites_col is None:
+            raise TableError(f"{cfg.path}: {energy_target} is per cell; a hull needs an nsites column")
+        energies = pd.to_numeric(energies, errors="coerce") / pd.to_numeric(df[nsites_col], errors="coerce")
+    ids = [i if i is not None else f"<row {n}>" for n, i in enumerate(_ids(df[cfg.id_column], cfg.id_prefix))]
+    return ids, df[formula_col].tolist(), energies.tolist()
