@@ -25,12 +25,15 @@ rule describe:
 
 rule merge_texts:
     input:
+        unpack(W.descriptions_inputs),
         shards=expand("results/text/{{dataset}}/shards/{shard}.parquet", shard=W.shards),
     output:
         texts="results/text/{dataset}/texts.parquet",
         rejects="results/text/{dataset}/rejects.parquet",
     log:
         "logs/merge_texts/{dataset}.log",
+    params:
+        descriptions=W.descriptions_params,
     resources:
         mem_mb=W.res("merge_texts").mem_mb,
         runtime=W.res("merge_texts").runtime_min,

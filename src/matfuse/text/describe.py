@@ -302,12 +302,24 @@ def _log_summary(results: dict[str, dict[str, Any]], n_hits: int, n_entries: int
 
 
 # --------------------------------------------------------------------------- merge
+#: ``text_source`` of a text robocrys wrote here.
+LOCAL_SOURCE = "robocrys (local)"
+
+
 def merge_texts(
-    shard_paths: Sequence[str | Path], out_texts_path: str | Path, out_rejects_path: str | Path
+    shard_paths: Sequence[str | Path], out_texts_path: str | Path, out_rejects_path: str | Path,
+    descriptions: Any = None,
 ) -> pd.DataFrame:
     """Concatenate shard outputs: ok rows -> texts table, failures -> rejects (stage ``describe``).
 
-    Returns the texts table (material_id, text_all, text_key, text_single), sorted by material_id.
+    ``descriptions`` (a :class:`matfuse.config.DescriptionsTable` / ``DescriptionsMP``): precomputed
+    'all' texts replace robocrys' where the source has one (``text_source`` says which; key and
+    single stay robocrys'); an entry robocrys failed on keeps a precomputed 'all' text (key/single
+    null, the failure stays in the rejects with a note). Unusable precomputed texts are rejects of
+    stage ``describe:precomputed`` (the entry keeps robocrys' text).
+
+    Returns the texts table (material_id, text_all, text_key, text_single, text_source), sorted by
+    material_id.
     """
     frames = [pq.read_table(p, schema=SHARD_SCHEMA).to_pandas() for p in shard_paths]
     allrows = pd.concat(frames, ignore_index=True) if frames else SHARD_SCHEMA.empty_table().to_pandas()
@@ -319,14 +331,35 @@ def merge_texts(
         raise ValueError(f"unexpected status value(s) {sorted(bad_status)} in shards")
     ok = allrows[allrows["status"] == "ok"]
     failed = allrows[allrows["status"] != "ok"]
-    texts = ok[TEXT_COLUMNS].sort_values("material_id").reset_index(drop=True)
+    texts = ok[TEXT_COLUMNS].assign(text_source=LOCAL_SOURCE)
+    problems: list[dict[str, Any]] = []
+    outside: dict[str, str] = {}
+    if descriptions is not None:
+        from matfuse.text.precomputed import read_descriptions
+
+        pre, problems = read_descriptions(descriptions, sorted(allrows["material_id"]))
+        outside = dict(zip(pre["material_id"], pre["source"]))
+        pre_text = dict(zip(pre["material_id"], pre["text"]))
+        have = texts["material_id"].isin(pre_text)
+        texts.loc[have, "text_all"] = texts.loc[have, "material_id"].map(pre_text)
+        texts.loc[have, "text_source"] = texts.loc[have, "material_id"].map(outside)
+        rescued = failed[failed["material_id"].isin(pre_text)]
+        if len(rescued):
+            texts = pd.concat([texts, pd.DataFrame({
+                "material_id": rescued["material_id"], "text_all": rescued["material_id"].map(pre_text),
+                "text_key": None, "text_single": None, "text_source": rescued["material_id"].map(outside),
+            })], ignore_index=True)
+        log.info("precomputed descriptions: %d of %d entries ('all' text), %d unusable, %d robocrys failures rescued",
+                 len(pre_text), len(allrows), len(problems), len(rescued))
+    texts = texts.sort_values("material_id").reset_index(drop=True)
     rejects = rejects_frame(
         [
-            {"material_id": m, "stage": STAGE, "reason": e or "unknown error"}
+            {"material_id": m, "stage": STAGE,
+             "reason": (e or "unknown error") + (f"; 'all' text from {outside[m]} kept, no key/single" if m in outside else "")}
             for m, e in zip(failed["material_id"], failed["error"])
-        ]
+        ] + list(problems)
     )
-    text_schema = pa.schema([SHARD_SCHEMA.field(c) for c in TEXT_COLUMNS])
+    text_schema = pa.schema([SHARD_SCHEMA.field(c) for c in TEXT_COLUMNS] + [("text_source", pa.string())])
     write_parquet(pa.Table.from_pandas(texts, schema=text_schema, preserve_index=False), out_texts_path)
     write_parquet(rejects, out_rejects_path)
     log.info(
