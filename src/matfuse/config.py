@@ -148,8 +148,59 @@ class ChemistryFilter(_Strict):
     none_of: list[str] = Field(default_factory=list, description="...and none of these.")
 
 
+class DescriptionsTable(_Strict):
+    """Precomputed Robocrystallographer descriptions in a table (id -> text), e.g. a released data set."""
+
+    kind: Literal["table"] = "table"
+    path: str = Field(description="CSV/JSON/JSON-lines/Parquet file (.gz/.zip accepted).")
+    format: Literal["auto", "csv", "json", "jsonl", "parquet"] = "auto"
+    id_column: str = "material_id"
+    text_column: str = Field("description", description="Column holding the full ('all') description.")
+    id_prefix: str = Field("", description="Prefix added to ids (as in the dataset's source).")
+
+
+class DescriptionsMP(_Strict):
+    """Materials Project's served descriptions (mp-api ``MPRester().materials.robocrys``)."""
+
+    kind: Literal["mp"] = "mp"
+    endpoint: str | None = Field(None, description="API endpoint; default is mp-api's own.")
+    api_key_env: str = "MP_API_KEY"
+    chunk_size: int = Field(500, ge=1, description="Ids per request.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        return MPSource._env_name(value)
+
+
+Descriptions = Annotated[Union[DescriptionsTable, DescriptionsMP], Field(discriminator="kind")]
+
+
+class HullConfig(_Strict):
+    """Energy above the convex hull of the source's whole collection, as an extra target.
+
+    Built from the formation energies of *every* row of the table (all sizes, before any
+    filter or subset) + each element at 0 eV/atom, with pymatgen's PatchedPhaseDiagram: "the
+    hull of this collection" (for MT-CGCNN: legacy MP energies), not MP's current value.
+    """
+
+    energy: str = Field("formation_energy_per_atom", description="Target (key of source.targets) with the formation energy per atom.")
+    target: str = Field("e_above_hull", description="Name of the target this adds.")
+    check: list[str] = Field(
+        default_factory=list,
+        description="CSV files with material_id and MP's own e_above_hull to compare against (MAE, share within 0.05 eV/atom).",
+    )
+
+
 class DatasetConfig(_Strict):
     source: Source
+    hull: HullConfig | None = Field(None, description="Add e_above_hull of the collection's convex hull (table sources).")
+    descriptions: Descriptions | None = Field(
+        None,
+        description="Precomputed 'all' descriptions (a table of id -> text, or MP's robocrys endpoint), used "
+        "where present; robocrys describes the rest, and key/single are always derived locally. The source "
+        "of each text is recorded (texts.parquet column text_source).",
+    )
     max_sites: int = Field(200, ge=1, description="Larger structures are rejected (recorded).")
     allow_partial_occupancy: bool = False
     subset: int | None = Field(
@@ -165,7 +216,21 @@ class DatasetConfig(_Strict):
     def target_names(self) -> list[str]:
         """Canonical target names this dataset provides."""
         src = self.source
-        return list(src.targets) if isinstance(src.targets, dict) else list(src.targets)
+        names = list(src.targets) if isinstance(src.targets, dict) else list(src.targets)
+        return names + ([self.hull.target] if self.hull is not None else [])
+
+    @model_validator(mode="after")
+    def _hull_from_a_table(self) -> "DatasetConfig":
+        h = self.hull
+        if h is None:
+            return self
+        if self.source.kind != "table":
+            raise ValueError(f"hull: only table sources give a whole collection to build a hull from (this is {self.source.kind!r})")
+        if h.energy not in self.source.targets:
+            raise ValueError(f"hull.energy {h.energy!r} is not a key of source.targets {sorted(self.source.targets)}")
+        if h.target in self.source.targets:
+            raise ValueError(f"hull.target {h.target!r} is already a target of the source")
+        return self
 
 
 # --------------------------------------------------------------------------- stages
@@ -318,9 +383,49 @@ class TrainingConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(10, ge=1, description="Early stopping on validation MAE.")
+    schedule: Literal["constant", "onecycle", "cosine"] = Field(
+        "constant",
+        description="Learning-rate schedule, stepped per batch over `epochs`: constant lr; onecycle "
+        "(torch OneCycleLR, peak lr, `warmup` of the steps rising); cosine (linear warm-up over `warmup` of "
+        "the steps, then cosine decay to 0).",
+    )
+    warmup: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming up (onecycle, cosine).")
+    train_sizes: list[int | Literal["all"]] = Field(
+        default_factory=lambda: ["all"],
+        description="Training-set sizes (learning curve): each n trains on the first n of one fixed "
+        "permutation of the training split (nested: n=1000 is inside n=4000); val and test stay whole.",
+    )
+    extra: list["ExperimentGroup"] = Field(
+        default_factory=list,
+        description="More experiments, each a product of its own lists (unset lists = this section's), "
+        "e.g. more targets with one seed, a learning curve for two models, a text-variant ablation.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def products(self) -> list[dict[str, Any]]:
+        """The experiment lists of this section and of each ``extra`` group (unset = this section's)."""
+        keys = ("models", "targets", "datasets", "encoders", "text_variants", "seeds", "train_sizes")
+        base = {k: getattr(self, k) for k in keys}
+        return [base] + [{k: base[k] if getattr(g, k) is None else getattr(g, k) for k in keys} for g in self.extra]
+
     amp: bool = Field(False, description="Mixed precision on CUDA.")
     hyper: ModelHyper = Field(default_factory=ModelHyper)
+
+
+class ExperimentGroup(_Strict):
+    """Extra experiments of the training section (see ``training.extra``); hyper-parameters are shared."""
+
+    name: str | None = Field(None, description="What the group is for (documentation only).")
+    models: list[ModelName] | None = None
+    targets: list[str] | None = None
+    datasets: list[str] | None = None
+    encoders: list[str] | None = None
+    text_variants: list[TextVariant] | None = None
+    seeds: list[int] | None = None
+    train_sizes: list[int | Literal["all"]] | None = None
+
+
+TrainingConfig.model_rebuild()
 
 
 class EvaluationConfig(_Strict):
@@ -329,6 +434,20 @@ class EvaluationConfig(_Strict):
         description="Evaluation dataset -> training dataset whose models it scores without retraining.",
     )
     parity_plots: bool = True
+    report: bool = Field(
+        False,
+        description="Build the study report results/study/results.md (tables with published numbers, learning "
+        "curve, ablation, hull check, wall time); `make study` copies it to docs/results.md.",
+    )
+    report_parity: list[str] = Field(
+        default_factory=lambda: ["cgcnn", "matmmfuse"],
+        description="Models whose parity plots (formation energy, band gap) the report shows.",
+    )
+    positive_only: list[str] = Field(
+        default_factory=list,
+        description="Targets also scored on the entries whose true value is > 0 only (metrics rows with "
+        "subset 'y>0'), e.g. band_gap as CGCNN reported it (semiconductors).",
+    )
 
 
 class RuleResources(_Strict):
@@ -365,6 +484,7 @@ class ResourcesConfig(_Strict):
     embed_gpu: int = 0
     ingest: RuleResources = _res(mem_mb=4000, runtime_min=60)
     split: RuleResources = _res(mem_mb=1000, runtime_min=5)
+    hull: RuleResources = _res(mem_mb=4000, runtime_min=30)
     jarvis_store: RuleResources = _res(mem_mb=2000, runtime_min=10)
     merge_texts: RuleResources = _res(mem_mb=2000, runtime_min=10)
     graphs: RuleResources = _res(mem_mb=4000, runtime_min=60)
@@ -474,12 +594,13 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _references_exist(self) -> "Config":
-        for enc in self.training.encoders:
-            if enc not in self.embeddings:
-                raise ValueError(f"training.encoders names {enc!r}, which is not a key of `embeddings`")
-        for ds in self.training.datasets or []:
-            if ds not in self.datasets:
-                raise ValueError(f"training.datasets names {ds!r}, which is not a key of `datasets`")
+        for group in self.training.products():
+            for enc in group["encoders"]:
+                if enc not in self.embeddings:
+                    raise ValueError(f"training.encoders names {enc!r}, which is not a key of `embeddings`")
+            for ds in group["datasets"] or []:
+                if ds not in self.datasets:
+                    raise ValueError(f"training.datasets names {ds!r}, which is not a key of `datasets`")
         if self.cromel is not None and self.cromel.dataset not in self.datasets:
             raise ValueError(f"cromel.dataset {self.cromel.dataset!r} is not a key of `datasets`")
         for ev, tr in self.evaluation.zero_shot.items():
@@ -510,9 +631,14 @@ class Config(_Strict):
 
     # ------------------------------------------------------------------ helpers
     def train_datasets(self) -> list[str]:
-        if self.training.datasets is not None:
-            return list(self.training.datasets)
-        return [name for name, ds in self.datasets.items() if ds.train]
+        """Datasets some experiment trains on (training.datasets and its extra groups; None = every train: true one)."""
+        default = [name for name, ds in self.datasets.items() if ds.train]
+        out: list[str] = []
+        for group in self.training.products():
+            for name in group["datasets"] if group["datasets"] is not None else default:
+                if name not in out:
+                    out.append(name)
+        return out
 
 
 def load_config(source: str | Path | dict[str, Any]) -> Config:
@@ -536,12 +662,14 @@ def missing_training_targets(cfg: Config) -> list[tuple[str, str]]:
     Evaluation-only datasets (``train: false``, zero-shot sets) may lack targets: they are skipped
     for those targets. A dataset that is trained on must provide every ``training.targets`` entry.
     """
-    return [
-        (ds, target)
-        for ds in cfg.train_datasets()
-        for target in cfg.training.targets
-        if target not in cfg.datasets[ds].target_names()
-    ]
+    train = cfg.train_datasets()
+    out: list[tuple[str, str]] = []
+    for group in cfg.training.products():
+        for ds in (group["datasets"] if group["datasets"] is not None else train):
+            for target in group["targets"]:
+                if ds in cfg.datasets and target not in cfg.datasets[ds].target_names() and (ds, target) not in out:
+                    out.append((ds, target))
+    return out
 
 
 def check_training_targets(cfg: Config) -> None:

@@ -85,6 +85,47 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup: float = 0.1
+) -> Callable[[], None] | None:
+    """A per-batch learning-rate schedule over ``total_steps`` (``fit(scheduler_step=...)``).
+
+    ``constant``: none. ``onecycle``: :class:`torch.optim.lr_scheduler.OneCycleLR` with the
+    optimiser's lr as peak and ``warmup`` as ``pct_start``. ``cosine``: linear warm-up over
+    ``warmup`` of the steps, then cosine decay to 0 (the Hugging Face "cosine with warm-up").
+    """
+    if kind == "constant" or total_steps <= 0:
+        return None
+    if kind == "onecycle":
+        peak = [g["lr"] for g in optimizer.param_groups]
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peak, total_steps=total_steps, pct_start=max(warmup, 1e-3),
+            anneal_strategy="cos", cycle_momentum=False,
+        )
+    elif kind == "cosine":
+        import math
+
+        n_warm = int(round(warmup * total_steps))
+
+        def factor(step: int) -> float:
+            if step < n_warm:
+                return (step + 1) / max(1, n_warm)
+            progress = (step - n_warm) / max(1, total_steps - n_warm)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    else:
+        raise ValueError(f"unknown learning-rate schedule {kind!r} (constant, onecycle, cosine)")
+    state = {"steps": 0}
+
+    def step() -> None:
+        if state["steps"] < total_steps - 1:  # OneCycleLR refuses steps beyond total_steps
+            sched.step()
+        state["steps"] += 1
+
+    return step
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

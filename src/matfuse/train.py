@@ -35,6 +35,7 @@ from matfuse.kit import (
     autocast,
     finite_or,
     fit,
+    lr_schedule,
     predict_in_batches,
     resolve_device,
     save_checkpoint,
@@ -76,13 +77,29 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------- training
+def training_subset(ids: list[str], n_train: int) -> list[str]:
+    """The first ``n_train`` of one fixed permutation (seed 0) of the sorted ``ids``.
+
+    Neither the model nor its seed changes it: seeds differ only in initialisation and batch
+    order, every model of a size sees the same entries, and smaller subsets are nested in larger
+    ones (a learning curve).
+    """
+    if n_train > len(ids):
+        raise ValueError(f"train_sizes asks for {n_train} training entries; the training split has {len(ids)} with a target")
+    order = sorted(ids)
+    perm = np.random.default_rng(0).permutation(len(order))
+    return [order[k] for k in perm[:n_train]]
+
+
 def split_data(
     entries_path: str | Path, splits_path: str | Path, target: str, inputs: frozenset[str],
-    graphs: dict[str, Any] | None, embeddings: dict[str, np.ndarray] | None,
+    graphs: dict[str, Any] | None, embeddings: dict[str, np.ndarray] | None, n_train: int | None = None,
 ) -> tuple[dict[str, list], dict[str, Any]]:
     """PyG data per split and the counts of what was left out (null target, missing input).
 
-    Raises ``ValueError`` when a split names unknown ids or train/val end up empty.
+    ``n_train``: train on the first ``n_train`` usable entries of one fixed permutation of the
+    training split (:func:`training_subset`; val and test stay whole). Raises ``ValueError`` when a
+    split names unknown ids, train/val end up empty, or fewer than ``n_train`` are usable.
     """
     targets = read_target(entries_path, target)
     splits = read_splits(splits_path)
@@ -99,6 +116,8 @@ def split_data(
             raise ValueError(f"split {split!r} names {len(unknown)} ids not in the entries table, e.g. {unknown[0]!r}")
         known = [i for i in ids if not math.isnan(y_by_id[i])]
         n_null = len(ids) - len(known)
+        if split == "train" and n_train is not None:
+            known = training_subset(known, n_train)
         data_list, missing = build_data(known, [y_by_id[i] for i in known], inputs, graphs, embeddings)
         counts[split] = {"ids": len(ids), "null_target": n_null, "missing_input": len(missing), "used": len(data_list)}
         if n_null or missing:
@@ -125,6 +144,7 @@ def train_model(
     training: TrainingConfig,
     graph: GraphConfig,
     threads: int = 1,
+    n_train: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``target``; write model.pt, config.json, history.csv to ``out_dir``.
 
@@ -141,7 +161,7 @@ def train_model(
     inputs = model_inputs(model_name)
 
     graphs, embeddings = load_inputs(inputs, graphs_path, embeddings_path)
-    data, counts = split_data(entries_path, splits_path, target, inputs, graphs, embeddings)
+    data, counts = split_data(entries_path, splits_path, target, inputs, graphs, embeddings, n_train)
 
     y_train = np.array([d.y.item() for d in data["train"]], dtype=np.float64)
     mean = float(y_train.mean())
@@ -184,6 +204,7 @@ def train_model(
         model, optimizer, epochs=training.epochs, patience=training.patience,
         batches=lambda: train_loader, loss_of=loss_of, validate=validate,
         desc=f"{model_name}/{target}", n_train=len(data["train"]),
+        scheduler_step=lr_schedule(optimizer, training.schedule, training.epochs * len(train_loader), training.warmup),
     )
     history, best_epoch, best_mae = result.history, result.best_epoch, result.best_val_mae
     train_seconds = result.train_seconds
@@ -192,6 +213,7 @@ def train_model(
         "model": model_name,
         "target": target,
         "seed": int(seed),
+        "n_train": len(data["train"]),
         "best_epoch": int(best_epoch),
         "best_val_mae": float(best_mae),
         "epochs_run": len(history),

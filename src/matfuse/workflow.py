@@ -21,14 +21,24 @@ from matfuse.density.config import match_file
 
 NONE = "none"
 #: One experiment's path below results/models, results/predictions, logs/train, ...
-EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}"
+EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}"
 #: ``{dataset}-ecd_{kind}``: an ECD dataset in result paths and in metrics.csv.
 ECD = "{dataset}-ecd_{kind}"
 ECD_EXP = ECD + "/{target}/{model}/{encoder}/{variant}/seed{seed}"
 #: Keys of one experiment in results/experiments.json (the metrics.csv columns that name it).
-EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "kind")
+EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "n_train", "seed", "kind")
 #: TrainingConfig fields that list the experiments (wildcards of each job), not how one is trained.
-EXPERIMENT_LISTS = {"models", "targets", "datasets", "encoders", "text_variants", "seeds"}
+EXPERIMENT_LISTS = {"models", "targets", "datasets", "encoders", "text_variants", "seeds", "train_sizes", "extra"}
+
+
+def size_segment(n_train: int | str | None) -> str:
+    """The ``{size}`` wildcard of a training-set size: "" for the whole training split, else ``n<N>-``."""
+    return "" if n_train in (None, "all") else f"n{int(n_train)}-"
+
+
+def size_of(segment: str) -> int | None:
+    """Inverse of :func:`size_segment`."""
+    return int(segment[1:-1]) if segment else None
 
 
 class Plan:
@@ -44,15 +54,23 @@ class Plan:
     # ------------------------------------------------------------------ crystal branch
     def experiments(self) -> list[dict[str, Any]]:
         """Every (dataset, target, model, encoder, variant, seed) the training section asks for."""
-        t = self.cfg.training
-        out = []
-        for ds in self.train_datasets:
-            for target in t.targets:
-                for model in t.models:
-                    texts = [(e, v) for e in t.encoders for v in t.text_variants] if model in TEXT_MODELS else [(NONE, NONE)]
-                    for enc, var in texts:
-                        for seed in t.seeds:
-                            out.append(dict(dataset=ds, target=target, model=model, encoder=enc, variant=var, seed=seed))
+        default = [n for n, d in self.cfg.datasets.items() if d.train]
+        out, seen = [], set()
+        for g in self.cfg.training.products():
+            for ds in g["datasets"] if g["datasets"] is not None else default:
+                for target in g["targets"]:
+                    for model in g["models"]:
+                        texts = ([(e, v) for e in g["encoders"] for v in g["text_variants"]]
+                                 if model in TEXT_MODELS else [(NONE, NONE)])
+                        for enc, var in texts:
+                            for n in g["train_sizes"]:
+                                for seed in g["seeds"]:
+                                    e = dict(dataset=ds, target=target, model=model, encoder=enc, variant=var,
+                                             size=size_segment(n), seed=seed)
+                                    key = tuple(e.values())
+                                    if key not in seen:
+                                        seen.add(key)
+                                        out.append(e)
         return out
 
     def zeroshot_sets(self, train_dataset: str, target: str) -> list[str]:
@@ -92,19 +110,20 @@ class Plan:
     def parity_plots(self) -> list[str]:
         if not self.cfg.evaluation.parity_plots:
             return []
-        return sorted({"results/plots/parity/{dataset}/{target}/{model}.png".format(**e) for e in self.experiments()})
+        return sorted({"results/plots/parity/{dataset}/{target}/{model}.png".format(**e)
+                       for e in self.experiments() if not e["size"]})
 
     def reject_files(self) -> list[str]:
         """Every crystal-branch stage's rejects table, for the summary in results/rejects.csv."""
-        t = self.cfg.training
-        models = set(t.models)
+        exps = self.experiments()
+        models = {e["model"] for e in exps} or set(self.cfg.training.models)
+        pairs = sorted({(e["encoder"], e["variant"]) for e in exps if e["encoder"] != NONE})
         files = []
         for ds in self.datasets:
             files.append(f"results/data/{ds}/rejects.parquet")
             if models & TEXT_MODELS:
                 files.append(f"results/text/{ds}/rejects.parquet")
-                files += [self.embedding_file(ds, e, v).replace(".parquet", ".rejects.parquet")
-                          for e in t.encoders for v in t.text_variants]
+                files += [self.embedding_file(ds, e, v).replace(".parquet", ".rejects.parquet") for e, v in pairs]
             if models & GRAPH_MODELS:
                 files.append(f"results/graphs/{ds}/rejects.parquet")
         return files
@@ -126,12 +145,36 @@ class Plan:
         """The source's local files, so that a changed table or store re-runs the ingest."""
         from matfuse.sources.jarvis import store_zip_path
 
-        src = self.cfg.datasets[wildcards.dataset].source
+        ds = self.cfg.datasets[wildcards.dataset]
+        src = ds.source
+        if ds.hull is not None:
+            return {"table": src.path, "hull": self.hull_file(wildcards.dataset)}
         if src.kind == "jarvis" and src.local_subset:
             return {"store": str(store_zip_path(src.store_dir, src.dataset))}
         if src.kind == "table":
             return {"table": src.path}
         return {}
+
+    def descriptions_params(self, wildcards: Any) -> dict[str, Any] | None:
+        """The dataset's precomputed descriptions (merge_texts), or None."""
+        d = self.cfg.datasets[wildcards.dataset].descriptions
+        return None if d is None else d.model_dump()
+
+    def descriptions_inputs(self, wildcards: Any) -> dict[str, str]:
+        """A precomputed-descriptions table is an input of merge_texts (a changed table re-merges)."""
+        d = self.cfg.datasets[wildcards.dataset].descriptions
+        return {"descriptions": d.path} if d is not None and d.kind == "table" else {}
+
+    def hull_file(self, dataset: str) -> str:
+        return f"results/hull/{dataset}/e_above_hull.parquet"
+
+    def hull_checks(self) -> list[str]:
+        """The hull checks of every dataset with a hull target (rule all builds them)."""
+        return [f"results/hull/{ds}/check.json" for ds, d in self.cfg.datasets.items() if d.hull is not None]
+
+    def hull_params(self, wildcards: Any) -> dict[str, Any]:
+        d = self.cfg.datasets[wildcards.dataset]
+        return {"source": d.source.model_dump(), "hull": d.hull.model_dump()}
 
     def cromel_files(self) -> list[str]:
         c = self.cfg.cromel
@@ -140,6 +183,8 @@ class Plan:
     def mp_key_vars(self) -> list[str]:
         """Environment variables holding MP API keys that jobs need (never written anywhere)."""
         names = {ds.source.api_key_env for ds in self.cfg.datasets.values() if ds.source.kind == "mp"}
+        names |= {ds.descriptions.api_key_env for ds in self.cfg.datasets.values()
+                  if ds.descriptions is not None and ds.descriptions.kind == "mp"}
         if self.density is not None:
             names |= {s.api_key_env for s in self.density.datasets.values() if s.kind == "mp"}
         return sorted(names)
@@ -220,13 +265,15 @@ class Plan:
         rows = []
         for e in self.experiments():
             key = dict(train_dataset=e["dataset"], target=e["target"], model=e["model"],
-                       text_encoder=e["encoder"], text_variant=e["variant"], seed=int(e["seed"]))
+                       text_encoder=e["encoder"], text_variant=e["variant"], n_train=size_of(e["size"]),
+                       seed=int(e["seed"]))
             rows.append(dict(dataset=e["dataset"], **key, kind="trained"))
             rows += [dict(dataset=ev, **key, kind="zeroshot") for ev in self.zeroshot_sets(e["dataset"], e["target"])]
         for e in self.density_experiments():
             ds = ECD.format(**e)
             rows.append(dict(dataset=ds, train_dataset=ds, target=e["target"], model=e["model"],
-                             text_encoder=e["encoder"], text_variant=e["variant"], seed=int(e["seed"]), kind="trained"))
+                             text_encoder=e["encoder"], text_variant=e["variant"], n_train=None,
+                             seed=int(e["seed"]), kind="trained"))
         rows = [{k: r[k] for k in EXPERIMENT_KEYS} for r in rows]
         rows.sort(key=lambda r: tuple(str(r[k]) for k in EXPERIMENT_KEYS))
         return {
@@ -238,17 +285,26 @@ class Plan:
 
     def final_targets(self) -> list[str]:
         """What ``rule all`` builds for this config: metrics, and the tables of what it configures."""
-        out = ["results/metrics.csv"]
+        out = ["results/metrics.csv", *self.hull_checks()]
         if self.experiments() or self.cromel_files():
             out.append("results/tables/all.md")
         if self.density_experiments():
             out.append("results/tables/massa_table6.md")
+        if self.cfg.evaluation.report:
+            out.append("results/study/results.md")
         return out
+
+    def report_parity_plots(self) -> list[str]:
+        """The parity plots the study report shows (formation energy and band gap of report_parity models)."""
+        want = set(self.cfg.evaluation.report_parity)
+        return [p for p in self.parity_plots()
+                if p.split("/")[-2] in ("formation_energy_per_atom", "band_gap") and p.rsplit("/", 1)[-1][:-4] in want]
 
     # ------------------------------------------------------------------ params (only what changes an output)
     def dataset_params(self, wildcards: Any) -> dict[str, Any]:
         # `train` (trained on or evaluation-only) does not change the entry table
-        return self.cfg.datasets[wildcards.dataset].model_dump(exclude={"train"})
+        # nor do precomputed descriptions (they enter at merge_texts)
+        return self.cfg.datasets[wildcards.dataset].model_dump(exclude={"train", "descriptions"})
 
     def training_params(self) -> dict[str, Any]:
         """What changes a training job's output: the hyper-parameters, not the experiment lists."""
@@ -286,8 +342,7 @@ class Plan:
     def used_encoders(self) -> list[str]:
         """Keys of `embeddings` some job will embed with (training text models, ecd_text)."""
         names: set[str] = set()
-        if set(self.cfg.training.models) & TEXT_MODELS and self.train_datasets:
-            names.update(self.cfg.training.encoders)
+        names.update(e["encoder"] for e in self.experiments() if e["encoder"] != NONE)
         d = self.density
         if d is not None and set(d.models) & TEXT_MODELS and d.datasets:
             names.update(e for e in d.encoders if e in self.cfg.embeddings)

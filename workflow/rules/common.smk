@@ -44,4 +44,5 @@ wildcard_constraints:
     target=r"[A-Za-z0-9_]+",
     model=r"[A-Za-z0-9_]+",
     seed=r"\d+",
+    size=r"(n\d+-)?",
     store_zip=W.store_zip_pattern(),

@@ -11,6 +11,7 @@ from pathlib import Path
 from matfuse.config import GraphConfig, TrainingConfig
 from matfuse.io import setup_logging
 from matfuse.train import train_model
+from matfuse.workflow import size_of
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
@@ -39,4 +40,5 @@ train_model(
     training=training,
     graph=GraphConfig.model_validate(smk.params.graph),
     threads=smk.threads,
+    n_train=size_of(wc.size),
 )
