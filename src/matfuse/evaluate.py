@@ -15,13 +15,15 @@ from matfuse.io import atomic_path
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
-    "dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "split",
-    "n", "n_missing", "mae", "rmse", "r2", "density_kind", "pretrained",
+    "dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "n_train", "seed", "split",
+    "subset", "n", "n_missing", "mae", "rmse", "r2", "density_kind", "pretrained",
 ]
+#: ``subset`` of the rows over every entry of a split, and of the rows over entries with y_true > 0.
+ALL, POSITIVE = "all", "y>0"
 #: Constant columns of a predictions file carried into its metrics rows (ECD models).
 CARRIED = ("density_kind", "pretrained")
 
-_EXP = r"(?P<dataset>[^/]+)/(?P<target>[^/]+)/(?P<model>[^/]+)/(?P<encoder>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)\.parquet$"
+_EXP = r"(?P<dataset>[^/]+)/(?P<target>[^/]+)/(?P<model>[^/]+)/(?P<encoder>[^/]+)/(?P<variant>[^/]+)/(?:n(?P<n_train>\d+)-)?seed(?P<seed>\d+)\.parquet$"
 _PRED_RE = re.compile(r"predictions/(?P<zeroshot>zeroshot/)?" + _EXP)
 
 
@@ -38,6 +40,7 @@ def parse_prediction_path(path: str | Path) -> dict[str, Any]:
         "model": d["model"],
         "text_encoder": d["encoder"],
         "text_variant": d["variant"],
+        "n_train": int(d["n_train"]) if d.get("n_train") else None,
         "seed": int(d["seed"]),
         "zero_shot": d["zeroshot"] is not None,
     }
@@ -54,12 +57,16 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     return {"mae": mae, "rmse": rmse, "r2": r2}
 
 
-def metrics_rows(pred: pd.DataFrame, keys: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows per split; zero-shot files (with a ``dataset`` column) give one row per evaluation set."""
+def metrics_rows(pred: pd.DataFrame, keys: dict[str, Any], positive_only: bool = False) -> list[dict[str, Any]]:
+    """Rows per split; zero-shot files (with a ``dataset`` column) give one row per evaluation set.
+
+    ``positive_only``: each split also gets a row over the entries whose true value is > 0
+    (``subset`` "y>0"; e.g. band gaps of semiconductors, as CGCNN reported them).
+    """
     if "dataset" in pred.columns:
         rows = []
         for ds, grp in pred.groupby("dataset", sort=False):
-            rows.extend(metrics_rows(grp.drop(columns="dataset"), {**keys, "dataset": str(ds)}))
+            rows.extend(metrics_rows(grp.drop(columns="dataset"), {**keys, "dataset": str(ds)}, positive_only))
         return rows
     rows = []
     for split, grp in pred.groupby("split", sort=False):
@@ -68,11 +75,15 @@ def metrics_rows(pred: pd.DataFrame, keys: dict[str, Any]) -> list[dict[str, Any
         if known.sum() == 0:
             log.warning("%s split %s: no entry has a known %s; no metrics", keys["model"], split, keys["target"])
             continue
-        m = regression_metrics(grp.loc[known, "y_true"].to_numpy(), grp.loc[known, "y_pred"].to_numpy())
         split_name = "zeroshot" if keys["zero_shot"] else str(split)
-        rows.append({**{k: v for k, v in keys.items() if k != "zero_shot" and k not in CARRIED},
-                     **{k: keys.get(k) for k in CARRIED}, "split": split_name,
-                     "n": int(known.sum()), "n_missing": n_missing, **m})
+        subsets = [(ALL, known)] + ([(POSITIVE, known & (grp["y_true"] > 0))] if positive_only else [])
+        for subset, mask in subsets:
+            if mask.sum() == 0:
+                continue
+            m = regression_metrics(grp.loc[mask, "y_true"].to_numpy(), grp.loc[mask, "y_pred"].to_numpy())
+            rows.append({**{k: v for k, v in keys.items() if k != "zero_shot" and k not in CARRIED},
+                         **{k: keys.get(k) for k in CARRIED}, "split": split_name, "subset": subset,
+                         "n": int(mask.sum()), "n_missing": n_missing, **m})
     return rows
 
 
@@ -110,8 +121,12 @@ def write_metrics(
     metrics_path: str | Path,
     rejects_path: str | Path,
     plot_paths: list[str] | None = None,
+    positive_only: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Stage function: one metrics row per experiment and split; rejects summary; parity plots."""
+    """Stage function: one metrics row per experiment and split; rejects summary; parity plots.
+
+    Targets in ``positive_only`` also get rows over their entries with a true value > 0.
+    """
     rows: list[dict[str, Any]] = []
     by_plot: dict[tuple[str, str, str], list[tuple[str, pd.DataFrame]]] = {}
     for path in prediction_paths:
@@ -119,15 +134,17 @@ def write_metrics(
         pred = pd.read_parquet(path)
         for col in CARRIED:
             keys[col] = pred[col].iloc[0] if col in pred.columns and len(pred) else None
-        rows.extend(metrics_rows(pred, keys))
-        if not keys["zero_shot"]:
+        rows.extend(metrics_rows(pred, keys, keys["target"] in set(positive_only or ())))
+        if not keys["zero_shot"] and keys["n_train"] is None:
             label = keys["model"] if keys["text_encoder"] == "none" else f"{keys['text_encoder']}/{keys['text_variant']}"
             label += f" s{keys['seed']}"
             by_plot.setdefault((keys["dataset"], keys["target"], keys["model"]), []).append(
                 (label, pred[pred["split"] == "test"])
             )
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    metrics = metrics.sort_values(["dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "seed", "split"])
+    metrics = metrics.sort_values(["dataset", "train_dataset", "target", "model", "text_encoder", "text_variant",
+                                   "n_train", "seed", "split", "subset"], na_position="first")
+    metrics["n_train"] = metrics["n_train"].astype("Int64")
     with atomic_path(metrics_path) as tmp:
         metrics.to_csv(tmp, index=False, float_format="%.6g")
     log.info("wrote %d metric rows from %d prediction files", len(metrics), len(prediction_paths))

@@ -5,11 +5,13 @@ rule predict:
     input:
         unpack(W.model_inputs),
         splits="results/splits/{dataset}/splits.json",
-        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}/model.pt",
     output:
-        predictions="results/predictions/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.parquet",
+        predictions="results/predictions/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.parquet",
     log:
-        "logs/predict/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
+        "logs/predict/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.log",
+    benchmark:
+        "benchmarks/predict/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.tsv"
     params:
         device=CFG.training.device,
     threads: W.res("predict").threads
@@ -54,6 +56,7 @@ rule metrics:
         "logs/metrics.log",
     params:
         plots=CFG.evaluation.parity_plots,
+        positive_only=CFG.evaluation.positive_only,
     resources:
         mem_mb=W.res("metrics").mem_mb,
         runtime=W.res("metrics").runtime_min,
@@ -71,11 +74,11 @@ localrules:
 rule predict_zeroshot:
     input:
         unpack(W.zeroshot_inputs),
-        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}/model.pt",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}/model.pt",
     output:
-        predictions="results/predictions/zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.parquet",
+        predictions="results/predictions/zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.parquet",
     log:
-        "logs/predict_zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/seed{seed}.log",
+        "logs/predict_zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.log",
     params:
         evalsets=lambda wc: W.zeroshot_sets(wc.dataset, wc.target),
         device=CFG.training.device,

@@ -8,6 +8,8 @@ to one of its experiments: metrics.csv never holds rows of experiments no longer
 
 import json
 
+import pandas as pd
+
 from matfuse.evaluate import write_metrics
 from matfuse.io import setup_logging
 
@@ -37,16 +39,23 @@ metrics = write_metrics(
     metrics_path=smk.output.metrics,
     rejects_path=smk.output.rejects,
     plot_paths=list(smk.output.plots),
+    positive_only=list(smk.params.positive_only),
 )
 
 # Trained rows are named by their model (dataset column = split dataset); zero-shot rows also by
 # the evaluation set in their dataset column.
-_MODEL = ("train_dataset", "target", "model", "text_encoder", "text_variant", "seed")
-trained = {tuple(str(e[k]) for k in _MODEL) for e in manifest["experiments"] if e["kind"] == "trained"}
-zeroshot = {(str(e["dataset"]),) + tuple(str(e[k]) for k in _MODEL) for e in manifest["experiments"] if e["kind"] == "zeroshot"}
+_MODEL = ("train_dataset", "target", "model", "text_encoder", "text_variant", "n_train", "seed")
+
+
+def _key(row):
+    return tuple("None" if (k == "n_train" and (row[k] is None or pd.isna(row[k]))) else str(row[k]) for k in _MODEL)
+
+
+trained = {_key(e) for e in manifest["experiments"] if e["kind"] == "trained"}
+zeroshot = {(str(e["dataset"]),) + _key(e) for e in manifest["experiments"] if e["kind"] == "zeroshot"}
 stray = []
 for row in metrics.to_dict("records"):
-    key = tuple(str(row[k]) for k in _MODEL)
+    key = _key(row)
     if row["split"] == "zeroshot" and (str(row["dataset"]),) + key not in zeroshot:
         stray.append((row["dataset"], *key, row["split"]))
     elif row["split"] != "zeroshot" and key not in trained:
