@@ -47,3 +47,31 @@ rule tables:
 
 localrules:
     tables,
+
+
+# The study report (evaluation.report: true; `make study` copies it to docs/results.md).
+rule study_report:
+    input:
+        metrics="results/metrics.csv",
+        splits=[f"results/splits/{ds}/splits.json" for ds in W.train_datasets],
+        hull_checks=W.hull_checks(),
+        parity=W.report_parity_plots(),
+    output:
+        report="results/study/results.md",
+        learning_curve="results/study/learning_curve.png",
+    log:
+        "logs/study_report.log",
+    params:
+        since_file="results/study/started",
+        configfiles=[str(p) for p in workflow.config_settings.configfiles],
+    resources:
+        mem_mb=W.res("tables").mem_mb,
+        runtime=W.res("tables").runtime_min,
+    conda:
+        "../../envs/matfuse.yaml"
+    script:
+        "../scripts/study_report.py"
+
+
+localrules:
+    study_report,
