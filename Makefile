@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup run test tables lint schema clean bench
+.PHONY: setup run test tables study lint schema clean bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test: setup
 
 tables: setup
 	$(BIN)/snakemake --cores $(CORES) results/tables/all.md --configfile config/tables.yaml
+
+# The study (docs/results.md): 17,668 MP entries, every model, 3 seeds, <= 150 min cold on 2 CPU cores.
+# results/study/started marks the run's start for the wall-time table (kept when a run resumes).
+# On a 2-core machine within one session: make study STUDY_CONFIG="config/study.yaml config/study-2core.yaml"
+STUDY_CONFIG ?= config/study.yaml
+study: setup
+	@mkdir -p results/study && [ -f results/study/started ] || date -u +%FT%T > results/study/started
+	$(BIN)/snakemake --cores $(CORES) --configfile $(STUDY_CONFIG)
+	$(BIN)/python -m matfuse.study publish
 
 # The four benchmarks of bench/README.md (~1 h on 2 cores, most of it stock robocrys).
 # cgcnn2 (the graph-training peer) goes in without its dependencies so the pinned torch stays.

@@ -45,6 +45,7 @@ def tiny_run(tmp_path_factory):
 def test_metrics_have_every_model_and_target(tiny_run):
     work, cfg = tiny_run
     m = pd.read_csv(work / "results/metrics.csv")
+    m = m[(m.subset == "all") & m.n_train.isna()]
     tr = cfg["training"]
     for target in tr["targets"]:
         for model in tr["models"]:
@@ -105,3 +106,36 @@ def test_rerun_with_nothing_changed_does_no_work(tiny_run):
     proc = _run(["results/metrics.csv", "--cores", "2", "--configfile", "config.yaml", "-n"], work, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_band_gap_rows_over_positive_gaps_and_learning_curve_rows(tiny_run):
+    work, cfg = tiny_run
+    m = pd.read_csv(work / "results/metrics.csv")
+    pos = m[(m.subset == "y>0") & (m.split == "test")]
+    assert set(pos.target) == {"band_gap"} and set(pos.model) == set(cfg["training"]["models"])
+    pred = pd.read_parquet(work / "results/predictions/mp/band_gap/cgcnn/none/none/seed0.parquet")
+    test = pred[pred.split == "test"]
+    row = pos[pos.model == "cgcnn"].iloc[0]
+    assert row.n == int((test.y_true > 0).sum()) > 0
+    assert row.mae == pytest.approx((test.y_pred - test.y_true)[test.y_true > 0].abs().mean(), rel=1e-5)
+    sized = m[m.n_train.notna()]
+    assert set(sized.model) == {"cgcnn"} and set(sized.n_train) == {16}
+    assert sized.loc[sized.split == "train", "n"].iloc[0] == 16
+    full = m[(m.model == "cgcnn") & m.n_train.isna() & (m.split == "test") & (m.subset == "all")
+             & (m.target == "formation_energy_per_atom")]
+    assert sized.loc[sized.split == "test", "n"].iloc[0] == full["n"].iloc[0]  # same test set
+
+
+def test_study_report_from_the_run(tiny_run):
+    work, cfg = tiny_run
+    proc = _run(["results/study/results.md", "--cores", "2", "--configfile", "config.yaml"], work, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (work / "results/study/results.md").read_text()
+    m = pd.read_csv(work / "results/metrics.csv")
+    cg = m[(m.model == "cgcnn") & (m.split == "test") & (m.subset == "all") & m.n_train.isna()
+           & (m.target == "formation_energy_per_atom")].iloc[0]
+    assert f"| cgcnn | {cg.mae:.3f} (1 seed) |" in text
+    assert "entries with y > 0 only" in text and "0.388 eV (Eg > 0 only)" in text
+    assert "Learning curve" in text and "n_train = 16" in text
+    assert (work / "results/study/learning_curve.png").stat().st_size > 1000
+    assert "### Wall time" in text and "| train |" in text
