@@ -42,13 +42,23 @@ class TableSource(_Strict):
 
     kind: Literal["table"] = "table"
     path: str = Field(description="File to read; relative paths are relative to the working directory.")
-    format: Literal["auto", "csv", "json", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "json", "jsonl", "parquet", "ase"] = Field(
+        "auto",
+        description="'ase': an extxyz / ASE database / trajectory file read with ase.io (auto for .extxyz, .xyz, "
+        ".db, .traj): one row per structure, columns from atoms.info / the database's key-value pairs "
+        "(+ 'energy' where a calculator result is stored), id = info[id_column] or the 0-based index.",
+    )
     id_column: str = "material_id"
-    structure_column: str = "cif"
-    structure_format: Literal["auto", "cif", "poscar", "pymatgen", "jarvis"] = "auto"
+    structure_column: str = Field(
+        "cif",
+        description="Column with the structure. Absent, with columns positions / cell / atomic_numbers "
+        "(MatDeepLearn / matbench-like records, Cartesian Å): those make the structure (structure_format auto or positions).",
+    )
+    structure_format: Literal["auto", "cif", "poscar", "pymatgen", "jarvis", "positions"] = "auto"
     targets: dict[str, str] = Field(
         default_factory=dict,
-        description="Canonical target name -> column of the file holding it.",
+        description="Canonical target name -> column of the file holding it; 'column[i]' takes element i of a "
+        "list-valued column (a one-element list is unpacked by itself).",
     )
     id_prefix: str = Field("", description="Prefix added to ids (e.g. when they are bare integers).")
     members: list[str] | None = Field(

@@ -156,6 +156,12 @@ def _as_count(value: Any) -> int:
 
 def parse_target(value: Any) -> tuple[float | None, str | None]:
     """A raw target value as a float, or ``(None, why)`` ("missing", "not a number: 'abc'", ...)."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "ndim") and getattr(value, "ndim", 0) == 1):
+        values = list(value)
+        if len(values) != 1:
+            return None, (f"a list of {len(values)} values, not one number: map one element in the config, "
+                          "e.g. targets: {name: 'column[0]'}")
+        value = values[0]
     if _missing(value):
         return None, "missing"
     if isinstance(value, bool):

@@ -17,7 +17,10 @@ from typing import Any, Literal
 import numpy as np
 from pymatgen.core import Composition, DummySpecies, Element, Lattice, Species, Structure
 
-StructureFormat = Literal["auto", "cif", "poscar", "pymatgen", "jarvis", "structure"]
+StructureFormat = Literal["auto", "cif", "poscar", "pymatgen", "jarvis", "positions", "structure"]
+
+#: Keys of a positions record (MatDeepLearn / matbench-like JSON): Cartesian positions (Å), cell rows (Å), Z.
+POSITION_KEYS = ("positions", "cell", "atomic_numbers")
 
 
 class StructureError(ValueError):
@@ -48,6 +51,31 @@ def _from_jarvis(d: dict[str, Any]) -> Structure:
     return Structure(lattice, species, coords, coords_are_cartesian=cartesian)
 
 
+def _from_positions(d: dict[str, Any]) -> Structure:
+    """A positions record: ``positions`` (Cartesian, Å), ``cell`` (3 row vectors, Å), ``atomic_numbers``."""
+    missing = [k for k in POSITION_KEYS if k not in d]
+    if missing:
+        raise StructureError(f"positions record lacks key(s) {missing}")
+    try:
+        matrix = np.asarray(d["cell"], dtype=float)
+        coords = np.asarray(d["positions"], dtype=float)
+        numbers = [int(z) for z in np.asarray(d["atomic_numbers"]).ravel()]
+    except (TypeError, ValueError) as exc:
+        raise StructureError(f"positions record holds non-numeric values: {exc}") from None
+    if matrix.shape != (3, 3):
+        raise StructureError(f"cell must be 3 x 3, got shape {matrix.shape}")
+    if coords.ndim != 2 or coords.shape[1:] != (3,):
+        raise StructureError(f"positions must be N x 3, got shape {coords.shape}")
+    if len(numbers) != len(coords):
+        raise StructureError(f"{len(numbers)} atomic numbers but {len(coords)} positions")
+    if not (np.isfinite(matrix).all() and np.isfinite(coords).all()):
+        raise StructureError("non-finite cell or position component (NaN or inf)")
+    bad = [z for z in numbers if not 1 <= z <= 118]
+    if bad:
+        raise StructureError(f"atomic number {bad[0]} is not an element")
+    return Structure(Lattice(matrix), numbers, coords, coords_are_cartesian=True)
+
+
 def parse_structure(value: Any, fmt: StructureFormat = "auto") -> Structure:
     """Parse a raw structure value; raise :class:`StructureError` with a readable reason."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -58,7 +86,7 @@ def parse_structure(value: Any, fmt: StructureFormat = "auto") -> Structure:
         text = value.strip()
         if not text:
             raise StructureError("structure is an empty string")
-        if fmt in ("auto", "pymatgen", "jarvis") and text.startswith("{"):
+        if fmt in ("auto", "pymatgen", "jarvis", "positions") and text.startswith("{"):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -76,6 +104,8 @@ def parse_structure(value: Any, fmt: StructureFormat = "auto") -> Structure:
         try:
             if fmt == "jarvis" or (fmt == "auto" and "lattice_mat" in value):
                 return _from_jarvis(value)
+            if fmt == "positions" or (fmt == "auto" and all(k in value for k in POSITION_KEYS)):
+                return _from_positions(value)
             return Structure.from_dict(value)
         except StructureError:
             raise

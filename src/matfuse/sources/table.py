@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,8 @@ def _detect_format(path: Path) -> str:
         return "json"
     if ext in (".parquet", ".pq"):
         return "parquet"
+    if ext in (".extxyz", ".xyz", ".db", ".traj"):
+        return "ase"
     if path.suffix.lower() == ".zip":
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
@@ -91,9 +94,77 @@ def read_table(path: str | Path, fmt: str = "auto", members: list[str] | None = 
                 return pd.read_json(path, lines=True, compression="infer", dtype=False)
         if fmt == "parquet":
             return pd.read_parquet(path)
+        if fmt == "ase":
+            return read_ase(path)
     except Exception as exc:
         raise TableError(f"{path}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from exc
     raise TableError(f"unknown table format {fmt!r}")
+
+
+def read_ase(path: str | Path) -> pd.DataFrame:
+    """Structures of an extxyz / ASE database / trajectory file as rows (``ase.io`` / ``ase.db``).
+
+    Columns: ``structure`` (pymatgen dicts, via pymatgen's ``AseAtomsAdaptor``), ``index`` (0-based),
+    the database ``id`` (ASE databases), every ``atoms.info`` / key-value-pair key, and ``energy`` where a
+    calculator result is stored.
+    """
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    if path.suffix.lower() == ".db":
+        import ase.db
+
+        with ase.db.connect(str(path)) as db:
+            for k, row in enumerate(db.select()):
+                atoms = row.toatoms()
+                rec = {"index": k, "id": row.id, **row.key_value_pairs, **dict(row.data or {})}
+                rows.append((rec, atoms))  # type: ignore[arg-type]
+    else:
+        import ase.io
+
+        for k, atoms in enumerate(ase.io.iread(str(path), index=":")):
+            rows.append(({"index": k, **atoms.info}, atoms))  # type: ignore[arg-type]
+    out = []
+    for rec, atoms in rows:  # type: ignore[misc]
+        calc = atoms.calc
+        if calc is not None and "energy" in getattr(calc, "results", {}) and "energy" not in rec:
+            rec["energy"] = float(calc.results["energy"])
+        rec["structure"] = AseAtomsAdaptor.get_structure(atoms).as_dict()
+        out.append(rec)
+    if not out:
+        raise TableError(f"{path}: no structures in the file")
+    return pd.DataFrame(out)
+
+
+_ELEMENT = re.compile(r"^(?P<column>.+)\[(?P<index>-?\d+)\]$")
+
+
+def _target_values(df: pd.DataFrame, spec: str) -> pd.Series:
+    """Values of target column ``spec`` ('column' or 'column[i]'); one-element lists are unpacked."""
+    m = _ELEMENT.match(spec)
+    if spec not in df.columns and m and m.group("column") in df.columns:
+        i = int(m.group("index"))
+
+        def pick(v: Any) -> Any:
+            if isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) == 1:
+                v = list(v)
+                return v[i] if -len(v) <= i < len(v) else None
+            return v if i in (0, -1) else None
+
+        return df[m.group("column")].map(pick)
+    col = df[spec]
+    return col.map(lambda v: list(v)[0] if (isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) == 1) and len(v) == 1 else v)
+
+
+def _column_of(df: pd.DataFrame, spec: str) -> bool:
+    m = _ELEMENT.match(spec)
+    return spec in df.columns or bool(m and m.group("column") in df.columns)
+
+
+def _position_records(df: pd.DataFrame) -> pd.Series:
+    return pd.Series([{"positions": p, "cell": c, "atomic_numbers": z}
+                      for p, c, z in zip(df["positions"], df["cell"], df["atomic_numbers"])], index=df.index, dtype=object)
 
 
 FORMULA_COLUMNS = ("formula", "pretty_formula", "formula_pretty", "reduced_formula")
@@ -134,21 +205,38 @@ def fetch(cfg: TableSource) -> pd.DataFrame:
     formula and site-count columns when it has them (see ``formula_column`` / ``nsites_column``).
     """
     df = read_table(cfg.path, cfg.format, cfg.members)
-    missing = [c for c in [cfg.id_column, cfg.structure_column, *cfg.targets.values()] if c not in df.columns]
+    fmt = cfg.format if cfg.format != "auto" else _detect_format(Path(cfg.path))
+    id_column = cfg.id_column
+    if fmt == "ase":  # structures come from the file itself; ids from info[id_column] or the index
+        structure_column, structure_format = "structure", "pymatgen"
+        if id_column not in df.columns:
+            log.info("%s: no %r in the structures' info: ids are the 0-based index", cfg.path, id_column)
+            id_column = "index"
+    elif (cfg.structure_column not in df.columns and cfg.structure_format in ("auto", "positions")
+          and all(c in df.columns for c in ("positions", "cell", "atomic_numbers"))):
+        df = df.assign(_positions=_position_records(df))
+        structure_column, structure_format = "_positions", "positions"
+        log.info("%s: structures from the columns positions (Cartesian, Å), cell, atomic_numbers", cfg.path)
+    else:
+        structure_column, structure_format = cfg.structure_column, cfg.structure_format
+    missing = [c for c in [id_column, structure_column] if c not in df.columns]
+    missing += [c for c in cfg.targets.values() if not _column_of(df, c)]
     if missing:
         raise TableError(
             f"{cfg.path}: configured column(s) {missing} not in the table; it has {list(df.columns)[:20]}"
         )
     out = pd.DataFrame(
         {
-            "material_id": _ids(df[cfg.id_column], cfg.id_prefix),
-            "structure": df[cfg.structure_column],
-            "structure_format": cfg.structure_format,
+            "material_id": _ids(df[id_column], cfg.id_prefix),
+            "structure": df[structure_column],
+            "structure_format": structure_format,
         }
     )
     for canonical, column in cfg.targets.items():
-        out[canonical] = df[column]
-        bad = df[column].notna() & pd.to_numeric(df[column], errors="coerce").isna()
+        values = _target_values(df, column)
+        out[canonical] = values
+        bad = values.notna() & pd.to_numeric(values.map(lambda v: v if not isinstance(v, (list, tuple)) else None),
+                                             errors="coerce").isna()
         if bad.any():
             log.warning("%d value(s) of column %r are not numbers (recorded per entry in rejects)", int(bad.sum()), column)
     formula_col = _declared_column(df, cfg.formula_column, FORMULA_COLUMNS, "formula_column")
