@@ -65,8 +65,8 @@ PUBLISHED: list[Published] = [
               "matbench leaderboard", "no: other data, 5-fold CV"),
     Published("LLM-Prop (TextEdge)", "cgcnn", "band_gap", "0.293 eV", "TextEdge (MP 2022)", "LLM-Prop paper table",
               "no: other data"),
-    Published("LLM-Prop (TextEdge)", "text", "band_gap", "0.231 eV (LLM-Prop, fine-tuned T5 encoder)", "TextEdge (MP 2022)",
-              "LLM-Prop paper table", "no: other data; a fine-tuned text model, ours is frozen"),
+    Published("LLM-Prop (TextEdge)", "text", "band_gap", "0.231 eV (LLM-Prop)", "TextEdge (MP 2022)",
+              "LLM-Prop paper table", "no: other data; a fine-tuned language model, ours a frozen MiniLM + MLP"),
     Published("ALIGNN / CGCNN (JARVIS)", "cgcnn", "e_above_hull", "0.17 eV (CGCNN), 0.076 eV (ALIGNN)",
               "JARVIS-DFT 2021 (80/10/10)", "alignn README", "no: JARVIS energies and hull, not MP's"),
 ]
