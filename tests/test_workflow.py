@@ -139,3 +139,63 @@ def test_study_report_from_the_run(tiny_run):
     assert "Learning curve" in text and "n_train = 16" in text
     assert (work / "results/study/learning_curve.png").stat().st_size > 1000
     assert "### Wall time" in text and "| train |" in text
+
+
+def test_matfuse_predict_on_cif_files_matches_the_workflow(tiny_run, tmp_path):
+    """`matfuse predict` on CIF files of test entries gives the workflow's own test predictions; a seed
+    folder group is an ensemble; a broken file is a row with the reason."""
+    from pymatgen.core import Structure
+
+    work, cfg = tiny_run
+    entries = pd.read_parquet(work / "results/data/mp/entries.parquet").set_index("material_id")
+    workflow_pred = {}
+    for model, sub in (("cgcnn", "none/none"), ("matmmfuse", "minilm/all")):
+        p = pd.read_parquet(work / f"results/predictions/mp/formation_energy_per_atom/{model}/{sub}/seed0.parquet")
+        workflow_pred[model] = p[p.split == "test"].set_index("material_id")["y_pred"].astype(float)
+    ids = list(workflow_pred["cgcnn"].index[:4])
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for mid in ids:
+        Structure.from_str(entries.loc[mid, "structure"], fmt="json").to(filename=str(folder / f"{mid}.cif"))
+    (folder / "broken.cif").write_text("data_broken\n_cell_length_a 3.0\n")
+    out = tmp_path / "preds.csv"
+    models = [work / "results/models/mp/formation_energy_per_atom/cgcnn/none/none/seed0",
+              work / "results/models/mp/formation_energy_per_atom/matmmfuse/minilm/all"]
+    proc = subprocess.run([sys.executable, "-m", "matfuse.cli", "predict", *sum((["--model", str(m)] for m in models), []),
+                           "--structures", str(folder), "--out", str(out), "--config", "config.yaml",
+                           "--work-dir", str(tmp_path / "work")],
+                          cwd=work, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = pd.read_csv(out)
+    assert set(got.material_id) == set(ids) | {"broken"}
+    for model_dir, name in zip(models, ("cgcnn", "matmmfuse")):
+        rows = got[got.model == str(model_dir)].set_index("material_id")
+        for mid in ids:
+            assert rows.loc[mid, "prediction"] == pytest.approx(workflow_pred[name][mid], abs=2e-4)
+        assert "unparseable" in rows.loc["broken", "warnings"] or "structure" in rows.loc["broken", "warnings"]
+        assert pd.isna(rows.loc["broken", "prediction"])
+    # one seed here: no spread; the formula column comes from the parsed structure
+    assert got[got.model == str(models[0])]["uncertainty"].isna().all()
+    assert got.set_index("material_id").loc[ids[0], "formula"].iloc[0] == entries.loc[ids[0], "formula"]
+    # a seed-folder group is an ensemble: two different CGCNNs (full training set, 16 entries) -> mean and std
+    import shutil
+
+    group = tmp_path / "ensemble"
+    base = work / "results/models/mp/formation_energy_per_atom/cgcnn/none/none"
+    shutil.copytree(base / "seed0", group / "seed0")
+    shutil.copytree(base / "n16-seed0", group / "seed1")
+    out2 = tmp_path / "ens.csv"
+    proc = subprocess.run([sys.executable, "-m", "matfuse.cli", "predict", "--model", str(group), "--structures",
+                           *[str(folder / f"{mid}.cif") for mid in ids], "--out", str(out2), "--work-dir", str(tmp_path / "work")],
+                          cwd=work, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ens = pd.read_csv(out2).set_index("material_id")
+    small = pd.read_parquet(work / "results/predictions/mp/formation_energy_per_atom/cgcnn/none/none/n16-seed0.parquet")
+    small = small.set_index("material_id")["y_pred"].astype(float)
+    for mid in ids:
+        a, b = workflow_pred["cgcnn"][mid], small[mid]
+        assert ens.loc[mid, "n_models"] == 2
+        assert ens.loc[mid, "prediction"] == pytest.approx((a + b) / 2, abs=2e-4)
+        assert ens.loc[mid, "uncertainty"] == pytest.approx(abs(a - b) / 2 ** 0.5, abs=2e-4)
+    listing = subprocess.run([sys.executable, "-m", "matfuse.cli", "models"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert listing.returncode == 0 and "formation_energy_per_atom" in listing.stdout and "matmmfuse" in listing.stdout
