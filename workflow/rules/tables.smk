@@ -56,6 +56,7 @@ rule study_report:
         splits=[f"results/splits/{ds}/splits.json" for ds in W.train_datasets],
         hull_checks=W.hull_checks(),
         parity=W.report_parity_plots(),
+        predictions=W.prediction_files(),
     output:
         report="results/study/results.md",
         learning_curve="results/study/learning_curve.png",

@@ -17,4 +17,5 @@ write_report(
     since=since.read_text().strip() if since.exists() else None,
     config_path=", ".join(smk.params.configfiles) or None,
     parity_plots=list(smk.input.parity),
+    prediction_paths=list(smk.input.get("predictions", [])),
 )
