@@ -417,6 +417,9 @@ def publish(report_dir: str | Path = "results/study", metrics_path: str | Path =
     out.append(assets / "metrics.csv")
     text = (report_dir / "results.md").read_text()
     text = re.sub(r"\]\(([^)/]+\.png)\)", r"](results/\1)", text)
+    notes = docs_dir / "results-notes.md"  # the hand-written discussion of the published run, if any
+    if notes.exists():
+        text = text.rstrip("\n") + "\n\n" + notes.read_text()
     write_text(text, docs_dir / "results.md")
     out.append(docs_dir / "results.md")
     return out
