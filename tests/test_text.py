@@ -248,7 +248,8 @@ def test_shards_partition_and_merge(run1, entries_path, tmp_path):
     texts = merge_texts(paths, tmp_path / "texts.parquet", tmp_path / "rejects.parquet")
     rejects = pd.read_parquet(tmp_path / "rejects.parquet")
     on_disk = pd.read_parquet(tmp_path / "texts.parquet")
-    assert list(on_disk.columns) == ["material_id", "text_all", "text_key", "text_single"]
+    assert list(on_disk.columns) == ["material_id", "text_all", "text_key", "text_single", "text_source"]
+    assert set(on_disk["text_source"]) == {"robocrys (local)"}  # no precomputed descriptions configured
     assert sorted(on_disk["material_id"]) == sorted(IDS) and len(texts) == len(IDS)
     assert list(rejects.columns) == ["material_id", "stage", "reason"]
     assert rejects.to_dict("records") == [

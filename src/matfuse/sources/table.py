@@ -205,7 +205,12 @@ def fetch(cfg: TableSource) -> pd.DataFrame:
     formula and site-count columns when it has them (see ``formula_column`` / ``nsites_column``).
     """
     df = read_table(cfg.path, cfg.format, cfg.members)
-    fmt = cfg.format if cfg.format != "auto" else _detect_format(Path(cfg.path))
+    fmt = cfg.format
+    if fmt == "auto" and not cfg.members:  # members of an archive: read_table detected each already
+        try:
+            fmt = _detect_format(Path(cfg.path))
+        except TableError:
+            fmt = "auto"
     id_column = cfg.id_column
     if fmt == "ase":  # structures come from the file itself; ids from info[id_column] or the index
         structure_column, structure_format = "structure", "pymatgen"
