@@ -23,6 +23,7 @@ import pandas as pd
 
 from matfuse.io import atomic_path, write_text
 from matfuse.published import PUBLISHED
+from matfuse.tables import mean_std
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,7 @@ def _f(x: float, d: int = 3) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{x:.{d}f}"
 
 
-def mean_std(values: np.ndarray | list[float], d: int = 3) -> str:
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return "—"
-    if len(v) == 1:
-        return f"{v[0]:.{d}f} (1 seed)"
-    return f"{v.mean():.{d}f} ± {v.std(ddof=1):.{d}f} ({len(v)})"
-
-
-def test_rows(metrics: pd.DataFrame, subset: str = "all") -> pd.DataFrame:
+def own_test_rows(metrics: pd.DataFrame, subset: str = "all") -> pd.DataFrame:
     """Test-split rows of models trained on their own dataset, full training set."""
     m = metrics[(metrics["split"] == "test") & (metrics["dataset"] == metrics["train_dataset"])]
     if "subset" in m.columns:
@@ -98,7 +90,7 @@ def effect_vs_noise(a: pd.Series, b: pd.Series) -> str:
 
 # --------------------------------------------------------------------------- sections
 def target_table(metrics: pd.DataFrame, target: str, subset: str = "all") -> list[str]:
-    rows = test_rows(metrics, subset)
+    rows = own_test_rows(metrics, subset)
     rows = rows[rows["target"] == target]
     if rows.empty:
         return []
@@ -186,7 +178,7 @@ def learning_curve(metrics: pd.DataFrame, out_png: str | Path | None, target: st
 
 
 def ablation(metrics: pd.DataFrame) -> list[str]:
-    rows = test_rows(metrics)
+    rows = own_test_rows(metrics)
     rows = rows[rows["text_variant"].isin(["all", "key", "single"])]
     counts = rows.groupby(["target", "model"])["text_variant"].nunique()
     pairs = [k for k, v in counts.items() if v > 1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from matfuse.io import write_text
@@ -24,13 +25,18 @@ def _published(paper: str) -> list[str]:
     return ["Published (from `../shared/papers/published.md`; not measured here):", "", *markdown(rows), ""] if rows else []
 
 
-def _fmt(values: pd.Series, digits: int = 3) -> str:
-    v = values.dropna().to_numpy(dtype=float)
+def mean_std(values, digits: int = 3) -> str:  # noqa: ANN001 - a Series, array or list of numbers
+    """'mean ± std (count)' over seeds (finite values only; '(1 seed)' for one, '—' for none)."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
     if len(v) == 0:
         return "—"
     if len(v) == 1:
         return f"{v[0]:.{digits}f} (1 seed)"
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f} ({len(v)})"
+
+
+_fmt = mean_std
 
 
 def summarise(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
