@@ -40,11 +40,15 @@ def predict(
     split_names: Sequence[str] = ("train", "val", "test"),
     device: str = "auto",
     batch_size: int = 256,
+    n_train: int | None = None,
 ) -> pd.DataFrame:
     """Predict the checkpoint's target for the entries in ``split_names`` (or all of them).
 
     ``splits_path=None`` scores every entry as split ``"all"`` (zero-shot evaluation of a model
-    trained elsewhere); the target column is then optional.  Returns the written frame.
+    trained elsewhere); the target column is then optional. ``n_train``: the model was trained on
+    that many entries of the training split (``train_sizes``); the other training entries are
+    scored as split ``"train_unused"``, so the ``train`` rows are the ones it saw. Returns the
+    written frame.
     """
     dev = resolve_device(device)
     model, ckpt = load_checkpoint(Path(model_dir) / "model.pt", dev)
@@ -78,6 +82,12 @@ def predict(
     if absent:
         raise ValueError(f"{len(absent)} split ids are not in {entries_path}, e.g. {absent[0]!r}")
     y_true = np.array([y_by_id[i] for i in ids], dtype=np.float64)
+    if n_train is not None and splits_path is not None:
+        from matfuse.train import training_subset
+
+        known = [i for i, s, y in zip(ids, split_of, y_true) if s == "train" and not np.isnan(y)]
+        used = set(training_subset(known, n_train))
+        split_of = ["train_unused" if s == "train" and i not in used else s for i, s in zip(ids, split_of)]
 
     graphs, embeddings = load_inputs(inputs, graphs_path, embeddings_path)
     want = meta.get("text_dim")

@@ -16,6 +16,7 @@ import torch
 
 from matfuse.io import setup_logging
 from matfuse.predict import predict
+from matfuse.workflow import size_of
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
@@ -28,4 +29,5 @@ predict(
     embeddings_path=smk.input.get("embeddings"),
     out_path=smk.output.predictions,
     device=smk.params.get("device", "auto"),
+    n_train=size_of(smk.wildcards.size) if "size" in smk.wildcards.keys() else None,
 )
