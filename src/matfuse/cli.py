@@ -114,7 +114,7 @@ def read_structures(paths: Sequence[str]) -> pd.DataFrame:
 def predict_structures(models: Sequence[str], structures: Sequence[str], out: str | None, work_dir: str | None,
                        config: str | None, device: str = "auto", threads: int = 1) -> pd.DataFrame:
     """Predictions (mean and std over the members of each ``--model``) for ``structures``."""
-    from matfuse.config import DatasetConfig, GraphConfig, TableSource, TextConfig, load_config
+    from matfuse.config import DatasetConfig, GraphConfig, TableSource, load_config
     from matfuse.graphs.build import build_graphs
     from matfuse.ingest import canonicalise
     from matfuse.io import write_parquet
@@ -146,7 +146,6 @@ def predict_structures(models: Sequence[str], structures: Sequence[str], out: st
             inputs = model_inputs(name)
             graphs_path = emb_path = None
             if "graph" in inputs:
-                graphs_path = work / "graphs.parquet"
                 gcfg = GraphConfig.model_validate(mcfg["graph"])
                 tag = hashlib.sha256(json.dumps(gcfg.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
                 graphs_path = work / f"graphs-{tag}.parquet"

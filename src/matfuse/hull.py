@@ -166,9 +166,7 @@ def build_hull(source, energy_target: str, check_paths: list[str], out_path: str
     ``source`` is a :class:`matfuse.config.TableSource`; every row of its table enters the hull
     (ids with the source's ``id_prefix``, the formula from ``formula_column``).
     """
-    import json
-
-    from matfuse.io import write_parquet
+    from matfuse.io import write_json, write_parquet
     from matfuse.sources.table import collection_formulas
 
     ids, formulas, energies = collection_formulas(source, energy_target)
@@ -182,9 +180,6 @@ def build_hull(source, energy_target: str, check_paths: list[str], out_path: str
     if check_paths:
         report["checks"] = {"reference": [str(p) for p in check_paths],
                             **compare(table, read_reference(check_paths))}
-    Path(check_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(check_path) + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(check_path)
+    write_json(report, check_path)
     log.info("hull check: %s", report["checks"])
     return table
