@@ -25,7 +25,7 @@ from conftest import REPO, shared_dir
 from matfuse.config import DatasetConfig, SplitConfig
 from matfuse.ingest import canonicalise, ingest
 from matfuse.isolation import WorkerCrash, map_isolated, run_alone
-from matfuse.split import make_splits, write_splits
+from matfuse.split import make_splits, read_splits, write_splits
 from matfuse.structures import StructureError, check_declared, parse_structure, validate_structure
 from matfuse.sources.table import fetch
 
@@ -149,7 +149,8 @@ def test_identical_structures_never_straddle_train_and_test(real, tmp_path):
     group = dict(zip(entries.material_id, entries.structure_hash))
     for seed in range(10):
         payload_path = tmp_path / f"s{seed}.json"
-        splits = write_splits(tmp_path / "e.parquet", payload_path, SplitConfig(seed=seed))
+        write_splits(tmp_path / "e.parquet", payload_path, SplitConfig(seed=seed))
+        splits = read_splits(payload_path)
         side = {mid: k for k, ids in splits.items() for mid in ids}
         for mid in df.material_id[:20]:
             assert side[mid] == side["clone-" + mid], (seed, mid)

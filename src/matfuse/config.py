@@ -245,17 +245,64 @@ class DatasetConfig(_Strict):
 
 # --------------------------------------------------------------------------- stages
 class SplitConfig(_Strict):
+    """How a training dataset is split (``results/splits/<dataset>/splits.json``; see :mod:`matfuse.split`).
+
+    ``random``: one seeded train/val/test cut by fractions. ``kfold``: ``n_folds`` folds (scikit-learn
+    ``KFold(n_folds, shuffle, random_state)`` over the entries in table order; matbench's own is
+    5, shuffle, 18012019): every fold is a train/test run of its own (path segment ``fold<k>-``).
+    ``column``: a column of the source names each entry's split (``{target}`` in its name is replaced
+    by each target's source column, e.g. JARVIS leaderboard ``split__{target}``). ``file``: a JSON
+    ``{"train": [ids], "val": [...], "test": [...]}`` or a CSV with columns ``material_id, split``.
+    For ``kfold``, ``column`` and ``file``, when a split gives no validation ids, ``val`` of the
+    training part is held out for early stopping and model selection (seeded with ``seed``): the
+    test part is never looked at.
+    """
+
+    kind: Literal["random", "kfold", "column", "file"] = "random"
     train: float = Field(0.8, gt=0, lt=1)
     val: float = Field(0.1, gt=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
     seed: int = 42
+    n_folds: int = Field(5, ge=2, description="kfold: number of folds.")
+    shuffle: bool = Field(True, description="kfold: shuffle before cutting folds (scikit-learn KFold).")
+    random_state: int | None = Field(None, description="kfold: KFold's random_state (None: seed).")
+    group: bool = Field(
+        True, description="random/kfold: keep entries with the same structure_hash on one side of every cut "
+        "(set false to reproduce a benchmark's published folds exactly, e.g. matbench).",
+    )
+    column: str | None = Field(
+        None, description="column: source column (table column or JARVIS key) whose values name the split "
+        "(train / val / valid / validation / test; other values leave the entry out, counted in splits.json). "
+        "'{target}' is replaced by the target name as the source spells it (e.g. split__{target}).",
+    )
+    path: str | None = Field(None, description="file: JSON or CSV file with the ids of each split.")
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> "SplitConfig":
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must sum to 1, got {total}")
+    def _kind_settings(self) -> "SplitConfig":
+        if self.kind == "random":
+            total = self.train + self.val + self.test
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"split fractions must sum to 1, got {total}")
+        if self.kind == "column" and not self.column:
+            raise ValueError("split kind 'column' needs `column` (the source column naming each entry's split)")
+        if self.kind == "file" and not self.path:
+            raise ValueError("split kind 'file' needs `path` (a JSON or CSV file of ids per split)")
         return self
+
+    def folds(self) -> list[int | None]:
+        """The fold indices of this split: ``[None]`` (one split) unless ``kind`` is kfold."""
+        return list(range(self.n_folds)) if self.kind == "kfold" else [None]
+
+    def params(self) -> dict[str, Any]:
+        """What changes the split file (the split rule's params): for ``random`` exactly the
+        fractions and seed, as before the other kinds existed (so existing splits are not redone)."""
+        if self.kind == "random":
+            return {**self.fractions(), **({"group": False} if not self.group else {})}
+        return self.model_dump()
+
+    def fractions(self) -> dict[str, Any]:
+        """The seeded random cut alone (the ECD branch splits its own selection with it)."""
+        return self.model_dump(include={"train", "val", "test", "seed"})
 
 
 class TextConfig(_Strict):
@@ -438,6 +485,26 @@ class ExperimentGroup(_Strict):
 TrainingConfig.model_rebuild()
 
 
+class MatbenchConfig(_Strict):
+    """A dataset that is a matbench v0.1 task: write matbench results files of its k-fold runs.
+
+    Entry ids must end in the entry's 0-based position in matbench's order (e.g. ``jdft2d-17``);
+    the split must be matbench's (kind kfold, 5 folds, shuffle, random_state 18012019, group false).
+    """
+
+    task: str = Field(description="Matbench task, e.g. matbench_jdft2d.")
+    target: str = Field(description="The dataset's target that is the task's target.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from matfuse.matbench import MATBENCH_V01
+
+        if value not in MATBENCH_V01:
+            raise ValueError(f"unknown matbench regression task {value!r}; known: {sorted(MATBENCH_V01)}")
+        return value
+
+
 class EvaluationConfig(_Strict):
     zero_shot: dict[str, str] = Field(
         default_factory=dict,
@@ -457,6 +524,12 @@ class EvaluationConfig(_Strict):
         default_factory=list,
         description="Targets also scored on the entries whose true value is > 0 only (metrics rows with "
         "subset 'y>0'), e.g. band_gap as CGCNN reported it (semiconductors).",
+    )
+    matbench: dict[str, MatbenchConfig] = Field(
+        default_factory=dict,
+        description="Dataset -> matbench task: results/matbench/<dataset>/<target>/<model>/<encoder>/<variant>/"
+        "results.json.gz per model (matbench's record format; seed-ensemble mean and std) and "
+        "results/matbench/<dataset>/summary.md beside the published leaderboard.",
     )
 
 
@@ -494,6 +567,8 @@ class ResourcesConfig(_Strict):
     embed_gpu: int = 0
     ingest: RuleResources = _res(mem_mb=4000, runtime_min=60)
     split: RuleResources = _res(mem_mb=1000, runtime_min=5)
+    ensemble: RuleResources = _res(mem_mb=2000, runtime_min=5)
+    matbench: RuleResources = _res(mem_mb=2000, runtime_min=5)
     hull: RuleResources = _res(mem_mb=4000, runtime_min=30)
     jarvis_store: RuleResources = _res(mem_mb=2000, runtime_min=10)
     merge_texts: RuleResources = _res(mem_mb=2000, runtime_min=10)
@@ -616,6 +691,14 @@ class Config(_Strict):
         for ev, tr in self.evaluation.zero_shot.items():
             if ev not in self.datasets or tr not in self.datasets:
                 raise ValueError(f"evaluation.zero_shot {ev!r} -> {tr!r}: both must be keys of `datasets`")
+        for ds, mb in self.evaluation.matbench.items():
+            if ds not in self.datasets or mb.target not in self.datasets[ds].target_names():
+                raise ValueError(f"evaluation.matbench {ds!r}: must be a dataset with the target {mb.target!r}")
+            s = self.split
+            if (s.kind, s.n_folds, s.shuffle, s.random_state, s.group) != ("kfold", 5, True, 18012019, False):
+                raise ValueError(
+                    "evaluation.matbench needs matbench's folds: split {kind: kfold, n_folds: 5, shuffle: true, "
+                    f"random_state: 18012019, group: false}} (this split: {s.params()})")
         check_training_targets(self)
         self._density_references()
         return self

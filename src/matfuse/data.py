@@ -47,12 +47,31 @@ def read_target(entries_path: str | Path, target: str | None) -> pd.DataFrame:
     return out
 
 
-def read_splits(path: str | Path) -> dict[str, list[str]]:
-    """``splits.json`` -> ``{split: [ids]}``; every value must be a list of ids."""
+def read_splits(path: str | Path, fold: int | None = None, target: str | None = None) -> dict[str, list[str]]:
+    """``splits.json`` -> ``{split: [ids]}`` of one split; every value must be a list of ids.
+
+    A k-fold file (``"folds": [...]``) needs ``fold``; a file with one split per target
+    (``"targets": {target: ...}``, split kind column with ``{target}``) needs ``target``; other
+    files ignore it.
+    """
     with open(path) as fh:
         splits = json.load(fh)
     if not isinstance(splits, dict):
         raise ValueError(f"{path}: expected a JSON object of split -> id list")
+    if "folds" in splits:
+        folds = splits["folds"]
+        if fold is None:
+            raise ValueError(f"{path} holds {len(folds)} folds (split kind kfold): say which fold")
+        if not 0 <= fold < len(folds):
+            raise ValueError(f"{path}: no fold {fold} (it holds folds 0..{len(folds) - 1})")
+        splits = folds[fold]
+    elif fold is not None:
+        raise ValueError(f"{path} is not a k-fold split file, but fold {fold} was asked for")
+    if "targets" in splits:
+        per = splits["targets"]
+        if target not in per:
+            raise ValueError(f"{path} holds one split per target ({sorted(per)}); none for {target!r}")
+        splits = per[target]
     out: dict[str, list[str]] = {}
     for name, ids in splits.items():
         if isinstance(ids, list):

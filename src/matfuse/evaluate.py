@@ -15,7 +15,7 @@ from matfuse.io import atomic_path
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
-    "dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "n_train", "seed", "split",
+    "dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "fold", "n_train", "seed", "split",
     "subset", "n", "n_missing", "mae", "rmse", "r2", "density_kind", "pretrained",
 ]
 #: ``subset`` of the rows over every entry of a split, and of the rows over entries with y_true > 0.
@@ -23,7 +23,7 @@ ALL, POSITIVE = "all", "y>0"
 #: Constant columns of a predictions file carried into its metrics rows (ECD models).
 CARRIED = ("density_kind", "pretrained")
 
-_EXP = r"(?P<dataset>[^/]+)/(?P<target>[^/]+)/(?P<model>[^/]+)/(?P<encoder>[^/]+)/(?P<variant>[^/]+)/(?:n(?P<n_train>\d+)-)?seed(?P<seed>\d+)\.parquet$"
+_EXP = r"(?P<dataset>[^/]+)/(?P<target>[^/]+)/(?P<model>[^/]+)/(?P<encoder>[^/]+)/(?P<variant>[^/]+)/(?:fold(?P<fold>\d+)-)?(?:n(?P<n_train>\d+)-)?seed(?P<seed>\d+)\.parquet$"
 _PRED_RE = re.compile(r"predictions/(?P<zeroshot>zeroshot/)?" + _EXP)
 
 
@@ -40,6 +40,7 @@ def parse_prediction_path(path: str | Path) -> dict[str, Any]:
         "model": d["model"],
         "text_encoder": d["encoder"],
         "text_variant": d["variant"],
+        "fold": int(d["fold"]) if d.get("fold") else None,
         "n_train": int(d["n_train"]) if d.get("n_train") else None,
         "seed": int(d["seed"]),
         "zero_shot": d["zeroshot"] is not None,
@@ -137,14 +138,15 @@ def write_metrics(
         rows.extend(metrics_rows(pred, keys, keys["target"] in set(positive_only or ())))
         if not keys["zero_shot"] and keys["n_train"] is None:
             label = keys["model"] if keys["text_encoder"] == "none" else f"{keys['text_encoder']}/{keys['text_variant']}"
-            label += f" s{keys['seed']}"
+            label += ("" if keys["fold"] is None else f" f{keys['fold']}") + f" s{keys['seed']}"
             by_plot.setdefault((keys["dataset"], keys["target"], keys["model"]), []).append(
                 (label, pred[pred["split"] == "test"])
             )
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     metrics = metrics.sort_values(["dataset", "train_dataset", "target", "model", "text_encoder", "text_variant",
-                                   "n_train", "seed", "split", "subset"], na_position="first")
+                                   "fold", "n_train", "seed", "split", "subset"], na_position="first")
     metrics["n_train"] = metrics["n_train"].astype("Int64")
+    metrics["fold"] = metrics["fold"].astype("Int64")
     with atomic_path(metrics_path) as tmp:
         metrics.to_csv(tmp, index=False, float_format="%.6g")
     log.info("wrote %d metric rows from %d prediction files", len(metrics), len(prediction_paths))

@@ -41,14 +41,15 @@ def predict(
     device: str = "auto",
     batch_size: int = 256,
     n_train: int | None = None,
+    fold: int | None = None,
 ) -> pd.DataFrame:
     """Predict the checkpoint's target for the entries in ``split_names`` (or all of them).
 
     ``splits_path=None`` scores every entry as split ``"all"`` (zero-shot evaluation of a model
     trained elsewhere); the target column is then optional. ``n_train``: the model was trained on
     that many entries of the training split (``train_sizes``); the other training entries are
-    scored as split ``"train_unused"``, so the ``train`` rows are the ones it saw. Returns the
-    written frame.
+    scored as split ``"train_unused"``, so the ``train`` rows are the ones it saw. ``fold``: the
+    fold of a k-fold split file the model was trained on. Returns the written frame.
     """
     dev = resolve_device(device)
     model, ckpt = load_checkpoint(Path(model_dir) / "model.pt", dev)
@@ -70,7 +71,7 @@ def predict(
         ids = targets["material_id"].tolist()
         split_of = ["all"] * len(ids)
     else:
-        splits = read_splits(splits_path)
+        splits = read_splits(splits_path, fold=fold, target=target)
         ids, split_of = [], []
         for split in split_names:
             if split not in splits:
@@ -127,3 +128,50 @@ def predict(
                 float(np.mean(np.abs(y_pred[sel] - y_true[sel]))),
             )
     return df
+
+
+def seed_ensemble(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1; null for one member) over seed predictions of the same rows.
+
+    Frames are predictions files (material_id, split, y_true, y_pred); the result has ``y_pred``
+    (mean over the members that predicted the row), ``y_std`` and ``n_members``.
+    """
+    if not frames:
+        raise ValueError("an ensemble needs at least one predictions file")
+    base = frames[0][["material_id", "split", "y_true"]].reset_index(drop=True)
+    preds = []
+    for k, f in enumerate(frames):
+        f = f.reset_index(drop=True)
+        if len(f) != len(base) or not (f["material_id"].astype(str) == base["material_id"].astype(str)).all():
+            raise ValueError(f"ensemble member {k} does not predict the same entries in the same order")
+        preds.append(pd.to_numeric(f["y_pred"], errors="coerce").to_numpy(dtype=float))
+    p = np.vstack(preds)
+    finite = np.isfinite(p)
+    n = finite.sum(axis=0)
+    mean = np.where(n > 0, np.where(finite, p, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
+    sq = np.where(finite, p - mean, 0.0) ** 2
+    std = np.where(n > 1, np.sqrt(sq.sum(axis=0) / np.maximum(n - 1, 1)), np.nan)
+    out = base.copy()
+    out["y_pred"] = pd.Series(mean).astype("Float64").mask(~np.isfinite(mean))
+    out["y_std"] = pd.Series(std).astype("Float64").mask(~np.isfinite(std))
+    out["n_members"] = n.astype("int32")
+    return out
+
+
+def write_ensemble(prediction_paths: Sequence[str | Path], out_path: str | Path) -> pd.DataFrame:
+    """Stage function: the seed ensemble of one experiment's predictions files (:func:`seed_ensemble`).
+
+    Output Parquet: ``material_id, split, y_true, y_pred`` (mean over seeds), ``y_std`` (their standard
+    deviation, ddof 1), ``n_members`` (seeds that predicted the row).
+    """
+    out = seed_ensemble([pd.read_parquet(p) for p in prediction_paths])
+    schema = pa.schema([*PRED_SCHEMA, ("y_std", pa.float64()), ("n_members", pa.int32())])
+    write_parquet(pa.Table.from_pandas(out, schema=schema, preserve_index=False), out_path)
+    test = out[out["split"] == "test"]
+    if len(test):
+        err = (test["y_pred"] - test["y_true"]).abs()
+        ok = err.notna() & test["y_std"].notna()
+        log.info("ensemble of %d: test MAE %.4f; %.0f %% of test errors within 1 std, %.0f %% within 2", len(prediction_paths),
+                 float(err[ok].mean()), 100 * float((err[ok] <= test["y_std"][ok]).mean()),
+                 100 * float((err[ok] <= 2 * test["y_std"][ok]).mean()))
+    return out

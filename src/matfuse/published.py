@@ -104,3 +104,15 @@ MASSA_TABLE6: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
     ("k_vrh", "key"): {"train": (0.04, 0.92), "test": (0.04, 0.92), "holdout": (0.04, 0.91)},
     ("k_vrh", "all"): {"train": (0.04, 0.93), "test": (0.05, 0.88), "holdout": (0.04, 0.91)},
 }
+
+
+#: Matbench v0.1 leaderboard of matbench_jdft2d (5-fold, mean ± std of the fold MAEs, meV/atom),
+#: copied from ../shared/papers/published.md ("Matbench v0.1 leaderboard for matbench_jdft2d").
+MATBENCH_JDFT2D: list[tuple[str, str]] = [
+    ("MODNet v0.1.12", "33.19 ± 7.34"), ("coNGN", "36.17 ± 11.60"), ("coGN", "37.17 ± 13.68"),
+    ("SchNet (kgcnn)", "42.66 ± 13.72"), ("ALIGNN", "43.42 ± 8.95"), ("CrabNet", "45.61 ± 12.25"),
+    ("CGCNN v2019", "49.24 ± 11.59"), ("RF-SCM/Magpie", "50.04 ± 8.63"), ("MegNet (kgcnn)", "54.17 ± 11.43"),
+    ("Dummy (predicts the mean)", "67.29 ± 10.18"),
+]
+#: Leaderboards by matbench task (source: ../shared/papers/published.md).
+MATBENCH_LEADERBOARDS: dict[str, list[tuple[str, str]]] = {"matbench_jdft2d": MATBENCH_JDFT2D}

@@ -94,15 +94,17 @@ def training_subset(ids: list[str], n_train: int) -> list[str]:
 def split_data(
     entries_path: str | Path, splits_path: str | Path, target: str, inputs: frozenset[str],
     graphs: dict[str, Any] | None, embeddings: dict[str, np.ndarray] | None, n_train: int | None = None,
+    fold: int | None = None,
 ) -> tuple[dict[str, list], dict[str, Any]]:
     """PyG data per split and the counts of what was left out (null target, missing input).
 
     ``n_train``: train on the first ``n_train`` usable entries of one fixed permutation of the
     training split (:func:`training_subset`; val and test stay whole). Raises ``ValueError`` when a
     split names unknown ids, train/val end up empty, or fewer than ``n_train`` are usable.
+    ``fold``: the fold of a k-fold split file (see :func:`matfuse.data.read_splits`).
     """
     targets = read_target(entries_path, target)
-    splits = read_splits(splits_path)
+    splits = read_splits(splits_path, fold=fold, target=target)
     for name in ("train", "val"):
         if not splits.get(name):
             raise ValueError(f"{splits_path}: split {name!r} is missing or empty (needed for training)")
@@ -145,8 +147,11 @@ def train_model(
     graph: GraphConfig,
     threads: int = 1,
     n_train: int | None = None,
+    fold: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``target``; write model.pt, config.json, history.csv to ``out_dir``.
+
+    ``fold``: train on that fold of a k-fold split file (its test fold is never looked at).
 
     Entries whose target is null are excluded (counted and logged), as are entries without a
     graph / text embedding when the model needs one.  Model selection and early stopping use
@@ -161,7 +166,7 @@ def train_model(
     inputs = model_inputs(model_name)
 
     graphs, embeddings = load_inputs(inputs, graphs_path, embeddings_path)
-    data, counts = split_data(entries_path, splits_path, target, inputs, graphs, embeddings, n_train)
+    data, counts = split_data(entries_path, splits_path, target, inputs, graphs, embeddings, n_train, fold)
 
     y_train = np.array([d.y.item() for d in data["train"]], dtype=np.float64)
     mean = float(y_train.mean())
@@ -213,6 +218,7 @@ def train_model(
         "model": model_name,
         "target": target,
         "seed": int(seed),
+        "fold": fold,
         "n_train": len(data["train"]),
         "best_epoch": int(best_epoch),
         "best_val_mae": float(best_mae),

@@ -21,12 +21,16 @@ from matfuse.density.config import match_file
 
 NONE = "none"
 #: One experiment's path below results/models, results/predictions, logs/train, ...
-EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}"
+EXP = "{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}"
+#: A seed ensemble of one experiment (mean and std over its seeds).
+ENSEMBLE = "{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}ensemble"
+#: One matbench results file: one model over all folds (and seeds).
+MATBENCH_EXP = "{dataset}/{target}/{model}/{encoder}/{variant}"
 #: ``{dataset}-ecd_{kind}``: an ECD dataset in result paths and in metrics.csv.
 ECD = "{dataset}-ecd_{kind}"
 ECD_EXP = ECD + "/{target}/{model}/{encoder}/{variant}/seed{seed}"
 #: Keys of one experiment in results/experiments.json (the metrics.csv columns that name it).
-EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "n_train", "seed", "kind")
+EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "fold", "n_train", "seed", "kind")
 #: TrainingConfig fields that list the experiments (wildcards of each job), not how one is trained.
 EXPERIMENT_LISTS = {"models", "targets", "datasets", "encoders", "text_variants", "seeds", "train_sizes", "extra"}
 
@@ -39,6 +43,16 @@ def size_segment(n_train: int | str | None) -> str:
 def size_of(segment: str) -> int | None:
     """Inverse of :func:`size_segment`."""
     return int(segment[1:-1]) if segment else None
+
+
+def fold_segment(fold: int | None) -> str:
+    """The ``{fold}`` wildcard of a k-fold split's fold: "" for a single split, else ``fold<k>-``."""
+    return "" if fold is None else f"fold{int(fold)}-"
+
+
+def fold_of(segment: str) -> int | None:
+    """Inverse of :func:`fold_segment`."""
+    return int(segment[4:-1]) if segment else None
 
 
 class Plan:
@@ -63,14 +77,15 @@ class Plan:
                         texts = ([(e, v) for e in g["encoders"] for v in g["text_variants"]]
                                  if model in TEXT_MODELS else [(NONE, NONE)])
                         for enc, var in texts:
-                            for n in g["train_sizes"]:
-                                for seed in g["seeds"]:
-                                    e = dict(dataset=ds, target=target, model=model, encoder=enc, variant=var,
-                                             size=size_segment(n), seed=seed)
-                                    key = tuple(e.values())
-                                    if key not in seen:
-                                        seen.add(key)
-                                        out.append(e)
+                            for fold in self.cfg.split.folds():
+                                for n in g["train_sizes"]:
+                                    for seed in g["seeds"]:
+                                        e = dict(dataset=ds, target=target, model=model, encoder=enc, variant=var,
+                                                 fold=fold_segment(fold), size=size_segment(n), seed=seed)
+                                        key = tuple(e.values())
+                                        if key not in seen:
+                                            seen.add(key)
+                                            out.append(e)
         return out
 
     def zeroshot_sets(self, train_dataset: str, target: str) -> list[str]:
@@ -106,6 +121,39 @@ class Plan:
         files += [f"results/predictions/zeroshot/{EXP}.parquet".format(**e) for e in exps
                   if self.zeroshot_sets(e["dataset"], e["target"])]
         return files
+
+    def seed_files(self, wildcards: Any) -> list[str]:
+        """The per-seed prediction files of one experiment (every configured seed), for its ensemble."""
+        key = {k: getattr(wildcards, k) for k in ("dataset", "target", "model", "encoder", "variant", "fold", "size")}
+        return [f"results/predictions/{EXP}.parquet".format(**e) for e in self.experiments()
+                if all(e[k] == v for k, v in key.items())]
+
+    def ensemble_files(self) -> list[str]:
+        """``...{fold}{size}ensemble.parquet`` of every experiment trained with two or more seeds."""
+        groups: dict[str, int] = {}
+        for e in self.experiments():
+            path = f"results/predictions/{ENSEMBLE}.parquet".format(**e)
+            groups[path] = groups.get(path, 0) + 1
+        return sorted(p for p, n in groups.items() if n >= 2)
+
+    def matbench_records(self) -> list[str]:
+        """One matbench results file per model of each matbench dataset (full training size)."""
+        out = set()
+        for e in self.experiments():
+            mb = self.cfg.evaluation.matbench.get(e["dataset"])
+            if mb is not None and e["target"] == mb.target and not e["size"]:
+                out.add(f"results/matbench/{MATBENCH_EXP}/results.json.gz".format(**e))
+        return sorted(out)
+
+    def matbench_prediction_files(self, wildcards: Any) -> list[str]:
+        """Every fold's and seed's prediction files of one matbench record (fold-major)."""
+        key = {k: getattr(wildcards, k) for k in ("dataset", "target", "model", "encoder", "variant")}
+        return [f"results/predictions/{EXP}.parquet".format(**e) for e in self.experiments()
+                if all(e[k] == v for k, v in key.items()) and not e["size"]]
+
+    def matbench_summaries(self) -> list[str]:
+        return sorted({f"results/matbench/{ds}/summary.md" for ds in self.cfg.evaluation.matbench
+                       if any(r.startswith(f"results/matbench/{ds}/") for r in self.matbench_records())})
 
     def parity_plots(self) -> list[str]:
         if not self.cfg.evaluation.parity_plots:
@@ -154,6 +202,23 @@ class Plan:
         if src.kind == "table":
             return {"table": src.path}
         return {}
+
+    def split_inputs(self, wildcards: Any) -> dict[str, str]:
+        """Entries, and for split kind column the source files (re-read for the column), for kind file the file."""
+        inputs = {"entries": f"results/data/{wildcards.dataset}/entries.parquet"}
+        split = self.cfg.split
+        if split.kind == "column":
+            inputs.update({f"source_{k}": v for k, v in self.ingest_inputs(wildcards).items() if k != "hull"})
+        elif split.kind == "file":
+            inputs["split_file"] = str(split.path)
+        return inputs
+
+    def split_params(self, wildcards: Any) -> dict[str, Any]:
+        """The split rule's params: :meth:`SplitConfig.params` (+ the dataset's config for kind column)."""
+        params = self.cfg.split.params()
+        if self.cfg.split.kind == "column":
+            params["dataset"] = self.cfg.datasets[wildcards.dataset].model_dump()
+        return params
 
     def descriptions_params(self, wildcards: Any) -> dict[str, Any] | None:
         """The dataset's precomputed descriptions (merge_texts), or None."""
@@ -265,14 +330,14 @@ class Plan:
         rows = []
         for e in self.experiments():
             key = dict(train_dataset=e["dataset"], target=e["target"], model=e["model"],
-                       text_encoder=e["encoder"], text_variant=e["variant"], n_train=size_of(e["size"]),
-                       seed=int(e["seed"]))
+                       text_encoder=e["encoder"], text_variant=e["variant"], fold=fold_of(e["fold"]),
+                       n_train=size_of(e["size"]), seed=int(e["seed"]))
             rows.append(dict(dataset=e["dataset"], **key, kind="trained"))
             rows += [dict(dataset=ev, **key, kind="zeroshot") for ev in self.zeroshot_sets(e["dataset"], e["target"])]
         for e in self.density_experiments():
             ds = ECD.format(**e)
             rows.append(dict(dataset=ds, train_dataset=ds, target=e["target"], model=e["model"],
-                             text_encoder=e["encoder"], text_variant=e["variant"], n_train=None,
+                             text_encoder=e["encoder"], text_variant=e["variant"], fold=None, n_train=None,
                              seed=int(e["seed"]), kind="trained"))
         rows = [{k: r[k] for k in EXPERIMENT_KEYS} for r in rows]
         rows.sort(key=lambda r: tuple(str(r[k]) for k in EXPERIMENT_KEYS))
@@ -292,7 +357,7 @@ class Plan:
             out.append("results/tables/massa_table6.md")
         if self.cfg.evaluation.report:
             out.append("results/study/results.md")
-        return out
+        return out + self.ensemble_files() + self.matbench_summaries()
 
     def report_parity_plots(self) -> list[str]:
         """The parity plots the study report shows (formation energy and band gap of report_parity models)."""

@@ -44,5 +44,6 @@ wildcard_constraints:
     target=r"[A-Za-z0-9_]+",
     model=r"[A-Za-z0-9_]+",
     seed=r"\d+",
+    fold=r"(fold\d+-)?",
     size=r"(n\d+-)?",
     store_zip=W.store_zip_pattern(),

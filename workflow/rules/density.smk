@@ -53,7 +53,7 @@ if DENSITY is not None:
             "logs/density/select/{dataset}.log",
         params:
             density=W.density_select_params,
-            split=CFG.split.model_dump(),
+            split=CFG.split.fractions(),
         resources:
             mem_mb=W.res("density_select").mem_mb,
             runtime=W.res("density_select").runtime_min,

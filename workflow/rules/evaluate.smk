@@ -5,13 +5,13 @@ rule predict:
     input:
         unpack(W.model_inputs),
         splits="results/splits/{dataset}/splits.json",
-        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}/model.pt",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}/model.pt",
     output:
-        predictions="results/predictions/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.parquet",
+        predictions="results/predictions/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}.parquet",
     log:
-        "logs/predict/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.log",
+        "logs/predict/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}.log",
     benchmark:
-        "benchmarks/predict/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.tsv"
+        "benchmarks/predict/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}.tsv"
     params:
         device=CFG.training.device,
     threads: W.res("predict").threads
@@ -74,11 +74,11 @@ localrules:
 rule predict_zeroshot:
     input:
         unpack(W.zeroshot_inputs),
-        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}/model.pt",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}/model.pt",
     output:
-        predictions="results/predictions/zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.parquet",
+        predictions="results/predictions/zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}.parquet",
     log:
-        "logs/predict_zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.log",
+        "logs/predict_zeroshot/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}.log",
     params:
         evalsets=lambda wc: W.zeroshot_sets(wc.dataset, wc.target),
         device=CFG.training.device,
@@ -91,3 +91,65 @@ rule predict_zeroshot:
         "../../envs/matfuse.yaml"
     script:
         "../scripts/predict_zeroshot.py"
+
+
+# Seed ensembles (mean and std over the seeds of one experiment): uncertainty per prediction.
+rule ensemble:
+    input:
+        predictions=W.seed_files,
+    output:
+        ensemble="results/predictions/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}ensemble.parquet",
+    log:
+        "logs/ensemble/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}ensemble.log",
+    resources:
+        mem_mb=W.res("ensemble").mem_mb,
+        runtime=W.res("ensemble").runtime_min,
+    conda:
+        "../../envs/matfuse.yaml"
+    script:
+        "../scripts/ensemble.py"
+
+
+# Matbench results files (evaluation.matbench): one per model, every fold, seed-ensemble mean and std.
+rule matbench_record:
+    input:
+        splits="results/splits/{dataset}/splits.json",
+        predictions=W.matbench_prediction_files,
+    output:
+        record="results/matbench/{dataset}/{target}/{model}/{encoder}/{variant}/results.json.gz",
+    log:
+        "logs/matbench/{dataset}/{target}/{model}/{encoder}/{variant}.log",
+    params:
+        task=lambda wc: CFG.evaluation.matbench[wc.dataset].task,
+        training=W.training_params(),
+    resources:
+        mem_mb=W.res("matbench").mem_mb,
+        runtime=W.res("matbench").runtime_min,
+    conda:
+        "../../envs/matfuse.yaml"
+    script:
+        "../scripts/matbench_record.py"
+
+
+rule matbench_summary:
+    input:
+        records=lambda wc: [r for r in W.matbench_records() if r.startswith(f"results/matbench/{wc.dataset}/")],
+    output:
+        summary="results/matbench/{dataset}/summary.md",
+    log:
+        "logs/matbench/{dataset}/summary.log",
+    params:
+        task=lambda wc: CFG.evaluation.matbench[wc.dataset].task,
+    resources:
+        mem_mb=W.res("matbench").mem_mb,
+        runtime=W.res("matbench").runtime_min,
+    conda:
+        "../../envs/matfuse.yaml"
+    script:
+        "../scripts/matbench_summary.py"
+
+
+localrules:
+    ensemble,
+    matbench_record,
+    matbench_summary,

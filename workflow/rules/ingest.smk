@@ -25,13 +25,13 @@ rule ingest:
 
 rule split:
     input:
-        entries="results/data/{dataset}/entries.parquet",
+        unpack(W.split_inputs),
     output:
         splits="results/splits/{dataset}/splits.json",
     log:
         "logs/split/{dataset}.log",
     params:
-        split_cfg=CFG.split.model_dump(),
+        split_cfg=W.split_params,
     resources:
         mem_mb=W.res("split").mem_mb,
         runtime=W.res("split").runtime_min,

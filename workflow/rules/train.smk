@@ -6,13 +6,13 @@ rule train:
         unpack(W.model_inputs),
         splits="results/splits/{dataset}/splits.json",
     output:
-        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}/model.pt",
-        config="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}/config.json",
-        history="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}/history.csv",
+        model="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}/model.pt",
+        config="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}/config.json",
+        history="results/models/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}/history.csv",
     log:
-        "logs/train/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.log",
+        "logs/train/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}.log",
     benchmark:
-        "benchmarks/train/{dataset}/{target}/{model}/{encoder}/{variant}/{size}seed{seed}.tsv"
+        "benchmarks/train/{dataset}/{target}/{model}/{encoder}/{variant}/{fold}{size}seed{seed}.tsv"
     params:
         # only what changes this job's output: hyper-parameters, not the lists of models, targets,
         # datasets, encoders, variants or seeds (those are the wildcards; see training_params)

@@ -16,7 +16,7 @@ import torch
 
 from matfuse.io import setup_logging
 from matfuse.predict import predict
-from matfuse.workflow import size_of
+from matfuse.workflow import fold_of, size_of
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
@@ -30,4 +30,5 @@ predict(
     out_path=smk.output.predictions,
     device=smk.params.get("device", "auto"),
     n_train=size_of(smk.wildcards.size) if "size" in smk.wildcards.keys() else None,
+    fold=fold_of(smk.wildcards.fold) if "fold" in smk.wildcards.keys() else None,
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 from matfuse.config import GraphConfig, TrainingConfig
 from matfuse.io import setup_logging
 from matfuse.train import train_model
-from matfuse.workflow import size_of
+from matfuse.workflow import fold_of, size_of
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
@@ -41,4 +41,5 @@ train_model(
     graph=GraphConfig.model_validate(smk.params.graph),
     threads=smk.threads,
     n_train=size_of(wc.size),
+    fold=fold_of(wc.fold),
 )

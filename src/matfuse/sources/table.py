@@ -267,6 +267,23 @@ def fetch(cfg: TableSource) -> pd.DataFrame:
     return out
 
 
+def column_by_id(cfg: TableSource, column: str) -> dict[str, Any]:
+    """{material_id: cell} of one column of the table (ids as :func:`fetch` makes them).
+
+    Used for split kind ``column`` (e.g. a benchmark's ``split`` column): the table is read again,
+    so the ingest and its entries are the same whichever split is configured.
+    """
+    df = read_table(cfg.path, cfg.format, cfg.members)
+    id_column = cfg.id_column
+    if id_column not in df.columns and "index" in df.columns:  # ASE files without ids in info: the index
+        id_column = "index"
+    missing = [c for c in (id_column, column) if c not in df.columns]
+    if missing:
+        raise TableError(f"{cfg.path}: column(s) {missing} not in the table; it has {list(df.columns)[:20]}")
+    ids = _ids(df[id_column], cfg.id_prefix)
+    return {i: v for i, v in zip(ids, df[column].tolist()) if i is not None}
+
+
 def collection_formulas(cfg: TableSource, energy_target: str) -> tuple[list[str], list[Any], list[Any]]:
     """Ids, formulas and ``energy_target`` values of *every* row of the table (for a convex hull).
 
