@@ -39,8 +39,13 @@ POSCAR_NAMES = {"POSCAR", "CONTCAR"}
 
 # --------------------------------------------------------------------------- models
 def ensemble_members(model: str | Path) -> list[Path]:
-    """Model folders of ``model``: itself (it holds model.pt) or its ``seed<k>`` sub-folders."""
-    path = Path(model)
+    """Model folders of ``model``: itself (it holds model.pt) or its ``seed<k>`` sub-folders.
+
+    ``model`` may also name a shipped model (:mod:`matfuse.pretrained`, ``matfuse models``).
+    """
+    from matfuse.pretrained import resolve
+
+    path = resolve(model)
     if (path / "model.pt").is_file():
         return [path]
     if not path.is_dir():
@@ -48,7 +53,9 @@ def ensemble_members(model: str | Path) -> list[Path]:
     seeds = sorted((p for p in path.iterdir() if p.is_dir() and p.name.startswith("seed") and (p / "model.pt").is_file()),
                    key=lambda p: p.name)
     if not seeds:
-        raise SystemExit(f"matfuse: --model {model}: neither model.pt nor seed*/model.pt inside")
+        folds = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("fold"))
+        hint = f" (k-fold runs: pick one fold's model, e.g. {path / folds[0]})" if folds else ""
+        raise SystemExit(f"matfuse: --model {model}: neither model.pt nor seed*/model.pt inside{hint}")
     return seeds
 
 
@@ -213,6 +220,20 @@ def _embeddings(member: Path, mcfg: dict[str, Any], wf: Any, entries_path: Path,
 
 
 # --------------------------------------------------------------------------- models list
+def list_shipped() -> pd.DataFrame:
+    """The shipped models (:mod:`matfuse.pretrained`) with the facts of their model cards."""
+    from matfuse.pretrained import card, shipped
+
+    rows = []
+    for name, path in shipped().items():
+        c = card(name)
+        e = c["test"]["ensemble"]
+        rows.append({"name": name, "target": c["target"], "units": c["units"], "model": c["model"],
+                     "seeds": len(c["seeds"]), "n_train": c["n_train"], "test_mae": e["mae"], "test_r2": e["r2"],
+                     "card": str(path / "MODEL_CARD.md")})
+    return pd.DataFrame(rows)
+
+
 def list_models(root: str | Path = "results/models", metrics: str | Path = "results/metrics.csv") -> pd.DataFrame:
     """Locally trained models (one row per model folder group), with their test MAE where metrics.csv has it."""
     root = Path(root)
@@ -234,7 +255,8 @@ def list_models(root: str | Path = "results/models", metrics: str | Path = "resu
     if Path(metrics).exists():
         m = pd.read_csv(metrics)
         m = m[(m["split"] == "test") & (m.get("subset", pd.Series("all", index=m.index)).fillna("all") == "all")]
-        m = m.assign(run=m.apply(lambda r: (f"n{int(r['n_train'])}-" if "n_train" in m.columns and pd.notna(r["n_train"]) else "")
+        m = m.assign(run=m.apply(lambda r: (f"fold{int(r['fold'])}-" if "fold" in m.columns and pd.notna(r["fold"]) else "")
+                                 + (f"n{int(r['n_train'])}-" if "n_train" in m.columns and pd.notna(r["n_train"]) else "")
                                  + f"seed{int(r['seed'])}", axis=1))
         df = df.merge(m[["train_dataset", "target", "model", "text_encoder", "text_variant", "run", "mae"]].rename(
             columns={"train_dataset": "dataset", "text_encoder": "encoder", "text_variant": "variant", "mae": "test_mae"}),
@@ -250,15 +272,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                        description="Predict with one or more models (each a model folder or a folder of seed folders: "
                        "a seed ensemble gives mean ± std). One output row per structure and model; bad structures get "
                        "a row with the reason.")
-    p.add_argument("--model", action="append", required=True, help="model folder or folder of seed folders (repeatable)")
+    p.add_argument("--model", action="append", required=True,
+                   help="shipped model name (see `matfuse models`), model folder or folder of seed folders (repeatable)")
     p.add_argument("--structures", nargs="+", required=True,
                    help="CIF / POSCAR / extxyz / ASE files, folders of them, or tables (CSV/JSON/Parquet)")
     p.add_argument("--out", help="CSV to write (default: print to standard output)")
     p.add_argument("--config", help="workflow config with the text caches and encoders (default: ./config.yaml)")
     p.add_argument("--work-dir", help="folder for the intermediate files, one sub-folder per input set (default .matfuse/predict)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    m = sub.add_parser("models", help="list locally trained models", description="List model folders under --root "
-                       "with target, training size, best validation MAE and the test MAE of metrics.csv.")
+    m = sub.add_parser("models", help="list shipped and locally trained models", description="List the shipped models "
+                       "(with their model cards) and the model folders under --root with target, training size, best "
+                       "validation MAE and the test MAE of metrics.csv.")
     m.add_argument("--root", default="results/models")
     m.add_argument("--metrics", default="results/metrics.csv")
     args = parser.parse_args(argv)
@@ -268,11 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.out:
             table.to_csv(sys.stdout, index=False, float_format="%.6g")
         return 0
+    ship = list_shipped()
+    print("shipped models (matfuse predict --model NAME; card: MODEL_CARD.md):")
+    print(ship.to_string(index=False) if not ship.empty else "  none")
     df = list_models(args.root, args.metrics)
-    if df.empty:
-        print(f"no trained models under {args.root}")
-        return 0
-    print(df.to_string(index=False))
+    print(f"\nlocally trained models under {args.root}:")
+    print(df.to_string(index=False) if not df.empty else "  none")
     return 0
 
 
