@@ -24,7 +24,10 @@ def test_regression_metrics_match_sklearn():
 def test_prediction_paths():
     k = parse_prediction_path("results/predictions/mp/band_gap/text/minilm/key/seed2.parquet")
     assert k == {"dataset": "mp", "train_dataset": "mp", "target": "band_gap", "model": "text",
-                 "text_encoder": "minilm", "text_variant": "key", "n_train": None, "seed": 2, "zero_shot": False}
+                 "text_encoder": "minilm", "text_variant": "key", "fold": None, "n_train": None, "seed": 2,
+                 "zero_shot": False}
+    f = parse_prediction_path("results/predictions/jdft2d/exfoliation_energy/cgcnn/none/none/fold3-n100-seed1.parquet")
+    assert (f["fold"], f["n_train"], f["seed"]) == (3, 100, 1)
     z = parse_prediction_path("results/predictions/zeroshot/mp/band_gap/cgcnn/none/none/seed0.parquet")
     assert z["zero_shot"] and z["model"] == "cgcnn"
     with pytest.raises(ValueError):

@@ -202,35 +202,31 @@ def ablation(metrics: pd.DataFrame) -> list[str]:
 
 
 def ensemble_calibration(prediction_paths: list[str | Path]) -> pd.DataFrame:
-    """Seed ensembles on the test split: per (dataset, target, model, encoder, variant) with >= 2 seeds,
-    MAE of the ensemble mean, mean seed std, and the share of test entries whose error is within 1
-    and 2 ensemble standard deviations (a Gaussian would give 68 % and 95 %)."""
+    """Seed ensembles on the test split: per (dataset, target, model, encoder, variant[, fold]) with >= 2
+    seeds, MAE of the ensemble mean, mean seed std, and the share of test entries whose error is within 1
+    and 2 ensemble standard deviations (a Gaussian would give 68 % and 95 %). The ensemble is
+    :func:`matfuse.predict.seed_ensemble`, as in the ensemble Parquets and ``matfuse predict``."""
     from matfuse.evaluate import parse_prediction_path
+    from matfuse.predict import seed_ensemble
 
-    groups: dict[tuple, list[pd.Series]] = {}
-    truth: dict[tuple, pd.Series] = {}
+    groups: dict[tuple, list[pd.DataFrame]] = {}
     for p in prediction_paths:
         k = parse_prediction_path(p)
         if k["zero_shot"] or k["n_train"] is not None:
             continue
-        key = (k["dataset"], k["target"], k["model"], k["text_encoder"], k["text_variant"])
-        df = pd.read_parquet(p)
-        df = df[df["split"] == "test"].set_index("material_id")
-        groups.setdefault(key, []).append(df["y_pred"].astype(float))
-        truth[key] = df["y_true"].astype(float)
+        key = (k["dataset"], k["target"], k["model"], k["text_encoder"], k["text_variant"], k.get("fold"))
+        groups.setdefault(key, []).append(pd.read_parquet(p))
     rows = []
-    for key, preds in groups.items():
-        if len(preds) < 2:
+    for key, frames in groups.items():
+        if len(frames) < 2:
             continue
-        stack = pd.concat(preds, axis=1)
-        mean, std = stack.mean(axis=1), stack.std(axis=1, ddof=1)
-        y = truth[key].reindex(stack.index)
-        ok = y.notna() & mean.notna() & std.notna()
-        err = (mean[ok] - y[ok]).abs()
-        rows.append(dict(zip(("dataset", "target", "model", "text_encoder", "text_variant"), key),
-                         seeds=len(preds), n=int(ok.sum()), ensemble_mae=float(err.mean()),
-                         mean_std=float(std[ok].mean()),
-                         within_1std=float((err <= std[ok]).mean()), within_2std=float((err <= 2 * std[ok]).mean())))
+        ens = seed_ensemble(frames)
+        t = ens[(ens["split"] == "test") & ens["y_true"].notna() & ens["y_pred"].notna() & ens["y_std"].notna()]
+        err = (t["y_pred"] - t["y_true"]).abs().astype(float)
+        std = t["y_std"].astype(float)
+        rows.append(dict(zip(("dataset", "target", "model", "text_encoder", "text_variant", "fold"), key),
+                         seeds=len(frames), n=int(len(t)), ensemble_mae=float(err.mean()), mean_std=float(std.mean()),
+                         within_1std=float((err <= std).mean()), within_2std=float((err <= 2 * std).mean())))
     return pd.DataFrame(rows)
 
 
