@@ -34,7 +34,7 @@ def test_every_spec_builds_and_round_trips_its_config(name):
     from matfuse.models import build_model, model_from_config
 
     small = {
-        "cgcnn": {}, "text": {"text_dim": 8}, "matmmfuse": {"text_dim": 8, "graph": {}},
+        "cgcnn": {}, "cgcnn_paper": {"n_conv": 4, "h_fea_len": 32}, "text": {"text_dim": 8}, "matmmfuse": {"text_dim": 8, "graph": {}},
         "matmmfuse_tokens": {"text_dim": 8, "graph": {}}, "crysmmnet": {"text_dim": 8, "graph": {}},
         "ecd_cnn": {"image_size": [16, 16], "channels": [4]}, "ecd_inception": {},
         "ecd_text": {"text_dim": 8, "image_cfg": {"image_size": [16, 16], "channels": [4]}},

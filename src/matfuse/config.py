@@ -440,13 +440,26 @@ class TrainingConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(10, ge=1, description="Early stopping on validation MAE.")
-    schedule: Literal["constant", "onecycle", "cosine"] = Field(
+    schedule: Literal["constant", "onecycle", "cosine", "multistep"] = Field(
         "constant",
         description="Learning-rate schedule, stepped per batch over `epochs`: constant lr; onecycle "
         "(torch OneCycleLR, peak lr, `warmup` of the steps rising); cosine (linear warm-up over `warmup` of "
-        "the steps, then cosine decay to 0).",
+        "the steps, then cosine decay to 0); multistep (lr x `gamma` at each of `milestones`, CGCNN's MultiStepLR).",
     )
     warmup: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming up (onecycle, cosine).")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with `momentum` (CGCNN's).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    milestones: list[float] = Field(
+        default_factory=lambda: [0.8], description="multistep: where lr drops, as shares of the training steps.")
+    gamma: float = Field(0.1, gt=0, le=1, description="multistep: lr factor at each milestone.")
+    lr_by_target: dict[str, float] = Field(
+        default_factory=dict, description="Learning rate per target where it differs from `lr` (e.g. CGCNN's 0.05 "
+        "for band_gap).")
+    recipes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-model training settings over the registry's recipe of that model (e.g. cgcnn_paper: "
+        "{epochs: 1000}); keys are this section's hyper-parameter keys.",
+    )
     train_sizes: list[int | Literal["all"]] = Field(
         default_factory=lambda: ["all"],
         description="Training-set sizes (learning curve): each n trains on the first n of one fixed "
@@ -467,6 +480,39 @@ class TrainingConfig(_Strict):
 
     amp: bool = Field(False, description="Mixed precision on CUDA.")
     hyper: ModelHyper = Field(default_factory=ModelHyper)
+
+    def for_model(self, model: str, target: str | None = None) -> "TrainingConfig":
+        """The settings one model trains with: this section, then the registry's recipe of the model
+        (its published training recipe, e.g. ``cgcnn_paper``), then ``recipes[model]``, then
+        ``lr_by_target[target]``. Hyper-parameter keys of a recipe go into ``hyper``."""
+        spec = registry.spec(model)
+        merged = self.model_dump()
+        for layer in (spec.recipe, self.recipes.get(model, {})):
+            for key, value in layer.items():
+                if key == "hyper":
+                    merged["hyper"] = {**merged["hyper"], **value}
+                elif key in EXPERIMENT_LIST_KEYS or key == "recipes":
+                    raise ValueError(f"recipe of {model!r}: {key!r} is an experiment list, not a training setting")
+                else:
+                    merged[key] = value
+        merged["recipes"] = {}  # resolved: the result is one model's settings
+        out = TrainingConfig.model_validate(merged)
+        if target is not None and target in out.lr_by_target:
+            out = out.model_copy(update={"lr": out.lr_by_target[target]})
+        return out
+
+    @model_validator(mode="after")
+    def _recipes_are_valid(self) -> "TrainingConfig":
+        for model in self.recipes:
+            if model not in registry.names("crystal"):
+                raise ValueError(f"training.recipes names {model!r}, not a crystal model ({registry.names('crystal')})")
+            self.for_model(model)
+        return self
+
+
+#: TrainingConfig fields that list experiments (the wildcards), not how one is trained.
+EXPERIMENT_LIST_KEYS = frozenset({"models", "targets", "datasets", "encoders", "text_variants", "seeds", "train_sizes",
+                                  "extra"})
 
 
 class ExperimentGroup(_Strict):

@@ -27,7 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -85,14 +85,28 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def make_optimizer(
+    params: Any, kind: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """The training kit's optimiser: AdamW, or SGD with momentum (CGCNN's recipe)."""
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r} (adamw, sgd)")
+
+
 def lr_schedule(
-    optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup: float = 0.1
+    optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup: float = 0.1,
+    milestones: Sequence[float] = (0.8,), gamma: float = 0.1,
 ) -> Callable[[], None] | None:
     """A per-batch learning-rate schedule over ``total_steps`` (``fit(scheduler_step=...)``).
 
     ``constant``: none. ``onecycle``: :class:`torch.optim.lr_scheduler.OneCycleLR` with the
     optimiser's lr as peak and ``warmup`` as ``pct_start``. ``cosine``: linear warm-up over
     ``warmup`` of the steps, then cosine decay to 0 (the Hugging Face "cosine with warm-up").
+    ``multistep``: lr × ``gamma`` at each milestone (shares of ``total_steps``), as CGCNN's
+    MultiStepLR at epoch 800 of 1,000 (milestone 0.8).
     """
     if kind == "constant" or total_steps <= 0:
         return None
@@ -114,8 +128,11 @@ def lr_schedule(
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    elif kind == "multistep":
+        steps = sorted(int(round(m * total_steps)) for m in milestones)
+        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=steps, gamma=gamma)
     else:
-        raise ValueError(f"unknown learning-rate schedule {kind!r} (constant, onecycle, cosine)")
+        raise ValueError(f"unknown learning-rate schedule {kind!r} (constant, onecycle, cosine, multistep)")
     state = {"steps": 0}
 
     def step() -> None:

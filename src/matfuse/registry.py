@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 Family = Literal["crystal", "density", "cromel"]
@@ -38,6 +38,9 @@ class ModelSpec:
     #: constructor keys naming pretrained-weight files: dropped when a checkpoint is loaded
     #: (its state dict holds the weights; the file may not exist on the loading machine)
     weight_files: tuple[str, ...] = ()
+    #: the published training recipe of this model (training-section keys over the config's;
+    #: ``hyper`` keys over its hyper-parameters): see :meth:`matfuse.config.TrainingConfig.for_model`
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Callable[..., Any]:
         module, attr = self.factory.split(":")
@@ -57,6 +60,14 @@ SPECS: dict[str, ModelSpec] = {
         _spec("cgcnn", "crystal", {"graph"}, "matfuse.models.cgcnn:CGCNN",
               "Xie & Grossman crystal graph convolution (radius 8 Å, 12 neighbours, Gaussian distances)",
               config="matfuse.models.cgcnn:CGCNNConfig"),
+        _spec("cgcnn_paper", "crystal", {"graph"}, "matfuse.models.cgcnn:CGCNN",
+              "CGCNN with the paper's recipe (txie-93/cgcnn checkpoints): n_conv 4, h_fea_len 32, atom_fea_len 64; "
+              "SGD momentum 0.9, lr 0.02 (band gap 0.05), batch 256, lr × 0.1 at 80 % of the epochs (MultiStepLR); "
+              "epochs from the config (the paper: 1,000); our 91-wide atom features (the paper's file: 92)",
+              config="matfuse.models.cgcnn:CGCNNConfig",
+              recipe={"optimizer": "sgd", "momentum": 0.9, "lr": 0.02, "lr_by_target": {"band_gap": 0.05},
+                      "weight_decay": 0.0, "batch_size": 256, "schedule": "multistep", "milestones": [0.8],
+                      "gamma": 0.1, "hyper": {"n_conv": 4, "h_fea_len": 32, "atom_fea_len": 64}}),
         _spec("text", "crystal", {"text"}, "matfuse.models.text_mlp:TextMLP",
               "frozen cached text embedding → MLP"),
         _spec("matmmfuse", "crystal", {"graph", "text"}, "matfuse.models.matmmfuse:matmmfuse_published",

@@ -36,6 +36,7 @@ from matfuse.kit import (
     finite_or,
     fit,
     lr_schedule,
+    make_optimizer,
     predict_in_batches,
     resolve_device,
     save_checkpoint,
@@ -177,7 +178,7 @@ def train_model(
     kwargs = model_kwargs(model_name, training.hyper, graph, tdim)
     model = build_model(model_name, **kwargs).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    optimizer = make_optimizer(model.parameters(), training.optimizer, training.lr, training.weight_decay, training.momentum)
     loss_fn = nn.MSELoss()
 
     pin = device.type == "cuda"
@@ -209,7 +210,8 @@ def train_model(
         model, optimizer, epochs=training.epochs, patience=training.patience,
         batches=lambda: train_loader, loss_of=loss_of, validate=validate,
         desc=f"{model_name}/{target}", n_train=len(data["train"]),
-        scheduler_step=lr_schedule(optimizer, training.schedule, training.epochs * len(train_loader), training.warmup),
+        scheduler_step=lr_schedule(optimizer, training.schedule, training.epochs * len(train_loader), training.warmup,
+                                   training.milestones, training.gamma),
     )
     history, best_epoch, best_mae = result.history, result.best_epoch, result.best_val_mae
     train_seconds = result.train_seconds

@@ -31,6 +31,8 @@ ECD = "{dataset}-ecd_{kind}"
 ECD_EXP = ECD + "/{target}/{model}/{encoder}/{variant}/seed{seed}"
 #: Keys of one experiment in results/experiments.json (the metrics.csv columns that name it).
 EXPERIMENT_KEYS = ("dataset", "train_dataset", "target", "model", "text_encoder", "text_variant", "fold", "n_train", "seed", "kind")
+#: TrainingConfig settings added after results existed: left out of the params at their defaults.
+LATER_TRAINING_KEYS = ("optimizer", "momentum", "milestones", "gamma", "lr_by_target")
 #: TrainingConfig fields that list the experiments (wildcards of each job), not how one is trained.
 EXPERIMENT_LISTS = {"models", "targets", "datasets", "encoders", "text_variants", "seeds", "train_sizes", "extra"}
 
@@ -371,9 +373,20 @@ class Plan:
         # nor do precomputed descriptions (they enter at merge_texts)
         return self.cfg.datasets[wildcards.dataset].model_dump(exclude={"train", "descriptions"})
 
-    def training_params(self) -> dict[str, Any]:
-        """What changes a training job's output: the hyper-parameters, not the experiment lists."""
-        return self.cfg.training.model_dump(exclude=EXPERIMENT_LISTS)
+    def training_params(self, wildcards: Any) -> dict[str, Any]:
+        """What changes one training job's output: the settings its model trains with (the config's,
+        with the model's registry recipe and ``training.recipes`` applied, lr for its target), not the
+        experiment lists. Settings added later are left out at their defaults, so results trained
+        before they existed keep their params (no re-run after an upgrade)."""
+        from matfuse.config import TrainingConfig
+
+        t = self.cfg.training.for_model(wildcards.model, wildcards.target)
+        out = t.model_dump(exclude=EXPERIMENT_LISTS | {"recipes"})
+        defaults = TrainingConfig().model_dump()
+        for key in LATER_TRAINING_KEYS:
+            if out.get(key) == defaults[key]:
+                out.pop(key, None)
+        return out
 
     def text_params(self) -> dict[str, Any]:
         """What changes a describe job's output (every shard holds all three variants)."""

@@ -121,7 +121,7 @@ rule matbench_record:
         "logs/matbench/{dataset}/{target}/{model}/{encoder}/{variant}.log",
     params:
         task=lambda wc: CFG.evaluation.matbench[wc.dataset].task,
-        training=W.training_params(),
+        training=W.training_params,
     resources:
         mem_mb=W.res("matbench").mem_mb,
         runtime=W.res("matbench").runtime_min,

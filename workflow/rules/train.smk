@@ -16,7 +16,7 @@ rule train:
     params:
         # only what changes this job's output: hyper-parameters, not the lists of models, targets,
         # datasets, encoders, variants or seeds (those are the wildcards; see training_params)
-        training=W.training_params(),
+        training=W.training_params,
         graph=CFG.graph.model_dump(),
     threads: W.res("train").threads
     resources:

@@ -42,8 +42,15 @@ def model_inputs(name: str) -> frozenset[str]:
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Construct a registered model; unknown names or settings raise ``ValueError``."""
-    return spec(name).build()(**kwargs)
+    """Construct a registered model; unknown names or settings raise ``ValueError``.
+
+    A class registered under several names (``cgcnn`` and ``cgcnn_paper``: one architecture, two
+    training recipes) records the name it was built under, so its checkpoint says which it is.
+    """
+    model = spec(name).build()(**kwargs)
+    if isinstance(getattr(model, "name", None), str) and model.name != name:
+        model.name = name
+    return model
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:
@@ -85,7 +92,7 @@ def model_kwargs(name: str, hyper: ModelHyper, graph: GraphConfig, text_dim: int
     needs_text = "text" in model_inputs(name)
     if needs_text and not text_dim:
         raise ValueError(f"model {name!r} needs a text embedding width (text_dim)")
-    if name == "cgcnn":
+    if name in ("cgcnn", "cgcnn_paper"):  # cgcnn_paper: its recipe's hyper-parameters are in `hyper`
         return cg
     if name == "text":
         return {"text_dim": text_dim, "hidden": hyper.h_fea_len, "dropout": hyper.dropout}
