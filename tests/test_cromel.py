@@ -233,3 +233,68 @@ def test_end_to_end_tiny(tmp_path: Path, mp_rows, exp_table: pd.DataFrame) -> No
     assert load_checkpoint(out / "checkpoints" / "composition_cromel.pt")[0].latent_dim == cfg.latent_dim
     smodel, sck = load_checkpoint(out / "checkpoints" / "structure_model.pt")
     assert sck["model"]["name"] == "cromel_structure" and set(sck["normalizer"]) == {"mean", "std"}
+
+
+# --------------------------------------------------------------------------- CroMEL's own target set and CV protocols
+def test_efe_target_set_is_cromel_own_table(shared_data):
+    from matfuse.cromel import load_efe
+
+    table, rejects = load_efe(shared_data / "cromel_efe" / "efe_intermetallics_1196.csv")
+    raw = pd.read_csv(shared_data / "cromel_efe" / "efe_intermetallics_1196.csv")
+    assert len(table) + len(rejects) == len(raw) == 1196
+    assert len(table) == raw["form_eng_exp"].notna().sum()
+    assert table["formation_enthalpy"].min() == pytest.approx(-1.262, abs=1e-3)  # published.md: -1.262 .. -0.002
+    assert table["formation_enthalpy"].max() == pytest.approx(-0.002, abs=1e-3)
+    assert list(table["formula"][:2]) == ["HoPt", "PtTm"]  # file order (the authors' folds index it)
+
+
+def test_authors_folds_are_exec_tl_folds():
+    n = 1196
+    np.random.seed(0)
+    theirs = np.array_split(np.random.permutation(n), 5)
+    ours = make_folds(n, 5, 0, protocol="authors")
+    assert [sorted(t) for t in theirs] == [list(o) for o in ours]
+    assert [list(o) for o in make_folds(n, 5, 0)] != [list(o) for o in ours]  # leakfree: default_rng
+
+
+def test_authors_protocol_carries_one_encoder_across_folds_leakfree_does_not(shared_data, monkeypatch):
+    """The released script fine-tunes one generator object fold after fold: fold k starts from the
+    weights fold k-1 ended with (they saw fold k's test compounds). Leak-free starts every fold from
+    the pretrained weights."""
+    import matfuse.cromel as cromel
+
+    table, _ = cromel.load_efe(shared_data / "cromel_efe" / "efe_intermetallics_1196.csv")
+    table = table.head(60)
+    cfg = CromelConfig(n_folds=3, finetune_epochs=1, element_dim=8, comp_hidden=8, latent_dim=4)
+    pretrained = cromel.new_encoder(cfg, 0)
+    start = pretrained.mlp[0].weight.detach().clone()
+    seen: dict[str, list] = {"leakfree": [], "authors": []}
+    protocol = {"now": ""}
+
+    def fake_finetune(model, *args, **kwargs):
+        seen[protocol["now"]].append((id(model.encoder), model.encoder.mlp[0].weight.detach().clone()))
+        with torch.no_grad():
+            model.encoder.mlp[0].weight.add_(1.0)  # "fine-tuning" moves the weights
+        return model, {"best_epoch": 1.0, "val_mae": 0.0, "epochs_run": 1.0}
+
+    monkeypatch.setattr(cromel, "finetune_composition_model", fake_finetune)
+    for p in ("leakfree", "authors"):
+        protocol["now"] = p
+        metrics, _, folds = cromel.cross_validate(table, pretrained, cfg, 0, torch.device("cpu"), protocol=p,
+                                                  dataset="efe_intermetallics")
+        assert set(metrics["protocol"]) == {p} and set(metrics["model"]) == {"composition", "composition+cromel"}
+    cro = {p: [w for k, (i, w) in enumerate(v) if k % 2 == 1] for p, v in seen.items()}  # every 2nd: the CroMEL model
+    assert all(torch.equal(w, start) for w in cro["leakfree"])  # every fold from the pretrained weights
+    assert [float((w - start).mean()) for w in cro["authors"]] == pytest.approx([0.0, 1.0, 2.0])  # carried over
+    assert torch.equal(pretrained.mlp[0].weight, start)  # the pretrained encoder itself is never touched
+
+
+def test_matscholar_element_embeddings_are_fixed_200d():
+    from matfuse.models.composition import matscholar_table
+
+    table = matscholar_table()
+    assert table.shape[1] == 200 and not table[0].any() and table[26].any()  # Fe
+    enc = CompositionEncoder(element_dim=200, element_init="matscholar", freeze_elements=True)
+    assert torch.equal(enc.elements.weight[26], torch.from_numpy(table[26])) and not enc.elements.weight.requires_grad
+    with pytest.raises(ValueError, match="200-wide"):
+        CompositionEncoder(element_dim=32, element_init="matscholar")

@@ -663,7 +663,9 @@ class CromelConfig(_Strict):
     batch_size: int = Field(64, ge=2)
     # composition encoder
     element_dim: int = Field(32, ge=1)
-    element_init: Literal["properties", "random"] = "properties"
+    element_init: Literal["properties", "random", "matscholar"] = Field(
+        "properties", description="Element vectors: pymatgen properties, random, or the fixed 200-d Matscholar "
+        "embeddings (CroMEL's; needs element_dim 200; frozen).")
     comp_hidden: int = Field(128, ge=1)
     stochastic: bool = Field(True, description="Reparameterised noise on the composition latent (training only).")
     # alignment (WGAN-GP)
@@ -673,8 +675,22 @@ class CromelConfig(_Strict):
     gp_weight: float = Field(10.0, ge=0)
     align_lr: float = Field(2e-4, gt=0)
     pred_weight: float = Field(1.0, ge=0, description="Weight of the source regression loss on the composition embedding.")
+    extra_pred_weights: list[float] = Field(
+        default_factory=list, description="More aligned encoders with these pred_weight values (model "
+        "'composition+cromel(pw=<w>)'); 0 is the authors' setting (the generator trained by the critic alone).")
     # target (experimental enthalpies)
     exp_path: str | None = Field(None, description="exp_compounds.json.gz; None = the copy shipped with pymatgen.")
+    target_sets: list[Literal["exp_compounds", "efe"]] = Field(
+        default_factory=lambda: ["exp_compounds"],
+        description="Target sets: exp_compounds (pymatgen's 2,135 experimental enthalpies) and/or efe (CroMEL's own "
+        "1,196 intermetallic formation enthalpies, `efe_path`, column form_eng_exp).")
+    efe_path: str = Field("../shared/data/cromel_efe/efe_intermetallics_1196.csv",
+                          description="CroMEL's efe table (composition, form_eng_exp in eV/atom).")
+    protocols: list[Literal["leakfree", "authors"]] = Field(
+        default_factory=lambda: ["leakfree"],
+        description="CV protocols: leakfree (our seeded folds, a fresh copy of the pretrained encoder per fold) and/or "
+        "authors (numpy seed + array_split folds as exec_tl.py, one encoder object fine-tuned fold after fold, so "
+        "later folds start from weights that saw their own test compounds).")
     n_folds: int = Field(5, ge=2)
     inner_val_fraction: float = Field(0.1, gt=0, lt=0.5)
     head_hidden: int = Field(64, ge=1)

@@ -66,6 +66,7 @@ import gzip
 import json
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -104,8 +105,21 @@ log = logging.getLogger(__name__)
 STAGE = "cromel"
 EXP_DATASET = "exp_formation_enthalpy"
 EXP_TARGET = "formation_enthalpy"
+#: metrics.csv ``dataset`` of each target set (``CromelConfig.target_sets``).
+TARGET_SET_NAMES = {"exp_compounds": EXP_DATASET, "efe": "efe_intermetallics"}
 MODELS = ("composition", "composition+cromel")
-METRIC_COLUMNS = ["dataset", "target", "model", "fold", "n", "mae", "rmse", "r2"]
+METRIC_COLUMNS = ["dataset", "target", "protocol", "model", "fold", "n", "mae", "rmse", "r2"]
+
+
+def cromel_model_name(pred_weight: float, default: float) -> str:
+    """``composition+cromel`` for the configured pred_weight, ``composition+cromel(pw=<w>)`` for extra ones."""
+    return "composition+cromel" if pred_weight == default else f"composition+cromel(pw={pred_weight:g})"
+
+
+def new_encoder(cfg: CromelConfig, seed: int) -> CompositionEncoder:
+    """A fresh composition encoder of the configured shape (Matscholar element vectors stay fixed)."""
+    return CompositionEncoder(cfg.element_dim, cfg.comp_hidden, cfg.latent_dim, cfg.element_init,
+                              freeze_elements=cfg.element_init == "matscholar", stochastic=cfg.stochastic, seed=seed)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -173,6 +187,41 @@ def load_exp_formation_enthalpy(path: str | Path | None = None) -> tuple[pd.Data
         )
     log.info("experimental enthalpies: %d compounds (%d rejected) from %s", len(rows), len(rejects), path)
     return pd.DataFrame(rows), rejects_frame(rejects)
+
+
+def load_efe(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CroMEL's own target set (``efe.xlsx`` of ngs00/CroMEL, staged as CSV): 1,196 intermetallic
+    compounds, ``form_eng_exp`` in eV/atom, rows in the file's order (the authors' folds index it).
+
+    Returns ``(table, rejects)`` like :func:`load_exp_formation_enthalpy`; rows without a value or
+    with an unparsable composition are rejects (the authors' loader skips null targets too).
+    """
+    df = pd.read_csv(path)
+    missing = [c for c in ("composition", "form_eng_exp") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {missing}; it has {list(df.columns)}")
+    rows, rejects = [], []
+    for formula, value in zip(df["composition"].astype(str), df["form_eng_exp"]):
+        if pd.isna(value):
+            rejects.append({"material_id": formula, "stage": STAGE, "reason": "efe: no form_eng_exp"})
+            continue
+        try:
+            parse_composition(formula)
+        except ValueError as exc:
+            rejects.append({"material_id": formula, "stage": STAGE, "reason": f"efe: {exc}"})
+            continue
+        rows.append({"formula": formula, "mpid": None, "formation_enthalpy": float(value), "uncertainty": float("nan")})
+    log.info("efe: %d compounds (%d rejected) from %s", len(rows), len(rejects), path)
+    return pd.DataFrame(rows), rejects_frame(rejects)
+
+
+def load_target_set(name: str, cfg: CromelConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One of ``CromelConfig.target_sets`` as ``(table, rejects)``."""
+    if name == "efe":
+        return load_efe(cfg.efe_path)
+    if name == "exp_compounds":
+        return load_exp_formation_enthalpy(cfg.exp_path)
+    raise ValueError(f"unknown CroMEL target set {name!r} (exp_compounds, efe)")
 
 
 def load_source(
@@ -409,36 +458,54 @@ def finetune_composition_model(
     return model, {"best_epoch": float(result.best_epoch), "val_mae": result.best_val_mae, "epochs_run": float(result.epochs_run)}
 
 
-def make_folds(n: int, n_folds: int, seed: int) -> list[np.ndarray]:
-    """Seeded k-fold test indices (disjoint, covering ``range(n)``; sizes differ by at most one)."""
+def make_folds(n: int, n_folds: int, seed: int, protocol: str = "leakfree") -> list[np.ndarray]:
+    """Seeded k-fold test indices (disjoint, covering ``range(n)``; sizes differ by at most one).
+
+    ``authors``: the folds of the released ``exec_tl.py`` (``numpy.random.seed(seed)``, then
+    ``array_split(numpy.random.permutation(n), n_folds)``); ``leakfree``: numpy's default_rng.
+    """
     if n < n_folds:
         raise ValueError(f"{n} samples cannot be split into {n_folds} folds")
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = np.random.RandomState(seed).permutation(n) if protocol == "authors" else np.random.default_rng(seed).permutation(n)
     return [np.sort(part) for part in np.array_split(perm, n_folds)]
 
 
 def cross_validate(
     table: pd.DataFrame,
-    pretrained: CompositionEncoder | None,
+    pretrained: CompositionEncoder | dict[str, CompositionEncoder] | None,
     cfg: CromelConfig,
     seed: int,
     device: torch.device,
     out_dir: Path | None = None,
+    protocol: str = "leakfree",
+    dataset: str = EXP_DATASET,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """k-fold CV on ``table`` (``formula``, ``formation_enthalpy``) of the scratch and CroMEL models.
 
+    ``pretrained``: one aligned encoder (model ``composition+cromel``) or ``{model name: encoder}``.
     For each fold an inner validation split of the training part (seeded) drives early
-    stopping; both models see exactly the same splits and head initialisation seed. Returns
-    ``(metrics, predictions, folds)``; ``folds`` lists test and inner-validation formulas.
-    With ``out_dir`` the fine-tuned checkpoints go to ``out_dir/checkpoints/``.
+    stopping; every model sees exactly the same splits and head initialisation seed.
+    ``protocol="leakfree"`` fine-tunes a fresh copy of each pretrained encoder per fold;
+    ``"authors"`` uses the released script's folds and fine-tunes *one* copy fold after fold (its
+    later folds start from weights that were fine-tuned on their own test compounds), to measure
+    what that costs. Returns ``(metrics, predictions, folds)``; ``folds`` lists test and
+    inner-validation formulas. With ``out_dir`` the fine-tuned checkpoints go to ``out_dir/checkpoints/``.
     """
+    if protocol not in ("leakfree", "authors"):
+        raise ValueError(f"unknown CV protocol {protocol!r} (leakfree, authors)")
+    if pretrained is None:
+        pretrained = {}
+    elif isinstance(pretrained, CompositionEncoder):
+        pretrained = {"composition+cromel": pretrained}
     formulas = table["formula"].tolist()
     y = table["formation_enthalpy"].to_numpy(dtype=np.float64)
     x_all = featurize_compositions(formulas)
-    folds = make_folds(len(table), cfg.n_folds, seed)
-    models = [m for m in MODELS if m == "composition" or pretrained is not None]
+    folds = make_folds(len(table), cfg.n_folds, seed, protocol)
+    models = ["composition", *pretrained]
+    carried = {name: copy.deepcopy(enc) for name, enc in pretrained.items()}  # authors: one object across folds
     rows, preds = [], []
-    fold_record: dict[str, Any] = {"seed": seed, "n_folds": cfg.n_folds, "n": len(table), "test": {}, "inner_val": {}}
+    fold_record: dict[str, Any] = {"seed": seed, "n_folds": cfg.n_folds, "n": len(table), "protocol": protocol,
+                                   "test": {}, "inner_val": {}}
     for k, test_idx in enumerate(folds):
         rest = np.setdiff1d(np.arange(len(table)), test_idx)
         rng = np.random.default_rng([seed, k])
@@ -452,12 +519,11 @@ def cross_validate(
             t0 = time.time()
             seed_everything(seed * 1000 + k)  # same initialisation whatever ran before
             if name == "composition":
-                enc = CompositionEncoder(
-                    cfg.element_dim, cfg.comp_hidden, cfg.latent_dim, cfg.element_init, stochastic=cfg.stochastic, seed=seed
-                )
+                enc = new_encoder(cfg, seed)
+            elif protocol == "authors":
+                enc = carried[name]  # the same object every fold (fine-tuned in place)
             else:
-                assert pretrained is not None
-                enc = copy.deepcopy(pretrained)
+                enc = copy.deepcopy(pretrained[name])
             seed_everything(seed * 1000 + k + 1)  # same head init for both models
             model = CompositionRegressor(enc, cfg.head_hidden, y_mean, y_std)
             model, info = finetune_composition_model(
@@ -467,23 +533,29 @@ def cross_validate(
             with torch.no_grad():
                 pred = model(x_all[torch.from_numpy(test_idx)].to(device)).cpu().numpy().astype(np.float64)
             met = regression_metrics(y[test_idx], pred)
-            rows.append({"dataset": EXP_DATASET, "target": EXP_TARGET, "model": name, "fold": k, "n": len(test_idx), **met})
-            preds.append(pd.DataFrame({"formula": [formulas[i] for i in test_idx], "fold": k, "model": name,
-                                       "y_true": y[test_idx], "y_pred": pred}))
+            rows.append({"dataset": dataset, "target": EXP_TARGET, "protocol": protocol, "model": name, "fold": k,
+                         "n": len(test_idx), **met})
+            preds.append(pd.DataFrame({"dataset": dataset, "protocol": protocol, "formula": [formulas[i] for i in test_idx],
+                                       "fold": k, "model": name, "y_true": y[test_idx], "y_pred": pred}))
             log.info("fold %d %s: MAE %.4f R2 %.4f (best epoch %d, %.1fs)", k, name, met["mae"], met["r2"],
                      info["best_epoch"], time.time() - t0)
             if out_dir is not None:
-                save_checkpoint(out_dir / "checkpoints" / f"{name.replace('+', '_')}_fold{k}.pt", model,
-                                metadata={"fold": k, "model": name, "seed": seed})
+                plain = (dataset, protocol) == (EXP_DATASET, "leakfree")  # the names of earlier runs
+                tag = re.sub(r"[^A-Za-z0-9_.=-]", "_", name if plain else f"{dataset}_{protocol}_{name}")
+                save_checkpoint(out_dir / "checkpoints" / f"{tag}_fold{k}.pt", model,
+                                metadata={"fold": k, "model": name, "seed": seed, "protocol": protocol, "dataset": dataset})
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     return metrics, pd.concat(preds, ignore_index=True), fold_record
 
 
 def summarize(metrics: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Mean and (population) standard deviation over folds of MAE, RMSE and R², per model."""
+    """Mean and (population) standard deviation over folds of MAE, RMSE and R², per model
+    (keys ``model``, or ``dataset/protocol/model`` when there are several target sets or protocols)."""
     out: dict[str, dict[str, float]] = {}
-    for name, grp in metrics.groupby("model"):
-        out[str(name)] = {f"{m}_{s}": float(getattr(grp[m], s)(ddof=0) if s == "std" else grp[m].mean())
+    plain = metrics[["dataset", "protocol"]].drop_duplicates().shape[0] == 1
+    for (ds, protocol, name), grp in metrics.groupby(["dataset", "protocol", "model"], sort=False):
+        key = str(name) if plain else f"{ds}/{protocol}/{name}"
+        out[key] = {f"{m}_{s}": float(getattr(grp[m], s)(ddof=0) if s == "std" else grp[m].mean())
                           for m in ("mae", "rmse", "r2") for s in ("mean", "std")}
     return out
 
@@ -491,26 +563,32 @@ def summarize(metrics: pd.DataFrame) -> dict[str, dict[str, float]]:
 # --------------------------------------------------------------------------- stage
 def pretrain_cromel(
     source: pd.DataFrame, graphs: Sequence[Graph], cfg: CromelConfig, seed: int, device: torch.device
-) -> tuple[StructureRegressor, CompositionEncoder, dict[str, Any]]:
-    """Source model + CroMEL alignment; returns the structure model, aligned encoder and a record."""
+) -> tuple[StructureRegressor, dict[str, CompositionEncoder], dict[str, Any]]:
+    """Source model + CroMEL alignment; returns the structure model, ``{model name: aligned encoder}``
+    (one per pred_weight: the configured one and ``extra_pred_weights``) and a record."""
     y = source["y"].to_numpy(dtype=np.float64)
     t0 = time.time()
     smodel, y_mean, y_std, s_hist = train_structure_model(graphs, y, cfg, seed, device)
     t_struct = time.time() - t0
     emb = embed_structures(smodel, graphs, device)
     comps = featurize_compositions(source["formula"].tolist())
-    enc = CompositionEncoder(cfg.element_dim, cfg.comp_hidden, cfg.latent_dim, cfg.element_init, stochastic=cfg.stochastic, seed=seed)
     t0 = time.time()
-    _, a_hist = align_composition_encoder(
-        enc, comps, emb, cfg, seed, device, head=smodel.head,
-        y_scaled=torch.tensor((y - y_mean) / y_std, dtype=torch.float32),
-    )
+    encoders, histories = {}, {}
+    for w in [cfg.pred_weight, *[w for w in cfg.extra_pred_weights if w != cfg.pred_weight]]:
+        enc = new_encoder(cfg, seed)
+        _, a_hist = align_composition_encoder(
+            enc, comps, emb, cfg.model_copy(update={"pred_weight": w}), seed, device, head=smodel.head,
+            y_scaled=torch.tensor((y - y_mean) / y_std, dtype=torch.float32),
+        )
+        name = cromel_model_name(w, cfg.pred_weight)
+        encoders[name], histories[name] = enc.cpu(), a_hist
     record = {
         "source_n": len(graphs), "source_y_mean": y_mean, "source_y_std": y_std,
         "source_best_val_mae": min(h["val_mae"] for h in s_hist), "source_history": s_hist,
-        "align_history": a_hist, "time_source_s": t_struct, "time_align_s": time.time() - t0,
+        "align_history": histories["composition+cromel"], "align_histories": histories,
+        "time_source_s": t_struct, "time_align_s": time.time() - t0,
     }
-    return smodel, enc.cpu(), record
+    return smodel, encoders, record
 
 
 def run_cromel(
@@ -530,19 +608,36 @@ def run_cromel(
     device = resolve_device(cfg.device)
     t_start = time.time()
     source, graphs, rej_src = load_source(entries_path, splits_path, cfg, seed)
-    exp, rej_exp = load_exp_formation_enthalpy(cfg.exp_path)
-    smodel, enc, record = pretrain_cromel(source, graphs, cfg, seed, device)
+    sets = {name: load_target_set(name, cfg) for name in cfg.target_sets}
+    smodel, encoders, record = pretrain_cromel(source, graphs, cfg, seed, device)
     save_checkpoint(out / "checkpoints" / "structure_model.pt", smodel.cpu(),
                     {"mean": record["source_y_mean"], "std": record["source_y_std"]},
                     {"target": cfg.source_target, "seed": seed})
-    save_checkpoint(out / "checkpoints" / "composition_cromel.pt", enc, metadata={"seed": seed})
+    for name, enc in encoders.items():
+        tag = "composition_cromel" if name == "composition+cromel" else re.sub(r"[^A-Za-z0-9_.=-]", "_", name)
+        save_checkpoint(out / "checkpoints" / f"{tag}.pt", enc, metadata={"seed": seed, "model": name})
     t0 = time.time()
-    metrics, preds, folds = cross_validate(exp, enc, cfg, seed, device, out)
+    all_metrics, all_preds, folds = [], [], {}
+    for set_name, (table, _) in sets.items():
+        for protocol in cfg.protocols:
+            ds = TARGET_SET_NAMES[set_name]
+            m, p, f = cross_validate(table, encoders, cfg, seed, device, out, protocol, ds)
+            all_metrics.append(m)
+            all_preds.append(p)
+            folds[f"{ds}/{protocol}"] = f
+    metrics = pd.concat(all_metrics, ignore_index=True)
+    preds = pd.concat(all_preds, ignore_index=True)
+    if list(folds) == [f"{EXP_DATASET}/leakfree"]:
+        folds = folds[f"{EXP_DATASET}/leakfree"]  # the one-set layout of earlier runs
+    rej_exp = pd.concat([r for _, r in sets.values()], ignore_index=True)
     record["time_cv_s"] = time.time() - t0
     record["time_total_s"] = time.time() - t_start
+    first = TARGET_SET_NAMES[cfg.target_sets[0]]
     summary = {
-        "dataset": EXP_DATASET, "target": EXP_TARGET, "units": "eV/atom", "seed": seed,
-        "n_compounds": len(exp), "config": cfg.model_dump(), "results": summarize(metrics),
+        "dataset": first if len(sets) == 1 else "+".join(TARGET_SET_NAMES[n] for n in sets), "target": EXP_TARGET,
+        "units": "eV/atom", "seed": seed,
+        "n_compounds": len(next(iter(sets.values()))[0]) if len(sets) == 1 else {TARGET_SET_NAMES[n]: len(t) for n, (t, _) in sets.items()},
+        "protocols": list(cfg.protocols), "config": cfg.model_dump(), "results": summarize(metrics),
         "source_ids": sorted(source["material_id"].tolist()), **record,
     }
     with atomic_path(out / "metrics.csv") as tmp:

@@ -100,6 +100,24 @@ class CompositionBatch:
         return int(self.index.shape[0])
 
 
+def matscholar_table() -> np.ndarray:
+    """``(MAX_Z + 1, 200)`` Matscholar element embeddings (Tshitoyan et al. 2019) as shipped in matminer
+    (``matminer/utils/data_files/matscholar_els.json``); rows of elements it lacks (and row 0) are zero."""
+    import json
+    from importlib.resources import files
+
+    from pymatgen.core import Element
+
+    data = json.loads(files("matminer.utils.data_files").joinpath("matscholar_els.json").read_text())
+    width = len(next(iter(data.values())))
+    out = np.zeros((MAX_Z + 1, width), dtype=np.float32)
+    for symbol, vec in data.items():
+        z = Element(symbol).Z
+        if z <= MAX_Z:
+            out[z] = np.asarray(vec, dtype=np.float32)
+    return out
+
+
 def parse_composition(formula: str) -> dict[int, float]:
     """Atomic number -> atomic fraction of ``formula`` (pymatgen ``Composition``).
 
@@ -173,7 +191,8 @@ class CompositionEncoder(nn.Module):
             aligned with CroMEL).
         element_init: ``"properties"`` fills the first columns of the table with
             :func:`element_property_table` (the rest small random); ``"random"`` learns it
-            from scratch.
+            from scratch; ``"matscholar"``: the 200-d Matscholar embeddings matminer ships
+            (CroMEL's element features; ``element_dim`` must be 200, usually frozen).
         freeze_elements: keep the element table fixed.
         stochastic: add ``softplus``-scaled Gaussian noise to the latent in training mode
             (the reparameterised generator of the CroMEL code); evaluation is deterministic.
@@ -194,8 +213,8 @@ class CompositionEncoder(nn.Module):
         noise_bias: float = -4.0,
     ) -> None:
         super().__init__()
-        if element_init not in ("properties", "random"):
-            raise ValueError(f"element_init must be 'properties' or 'random', got {element_init!r}")
+        if element_init not in ("properties", "random", "matscholar"):
+            raise ValueError(f"element_init must be 'properties', 'random' or 'matscholar', got {element_init!r}")
         self.config = dict(
             element_dim=element_dim,
             hidden_dim=hidden_dim,
@@ -214,6 +233,11 @@ class CompositionEncoder(nn.Module):
             if k < props.shape[1]:
                 log.warning("element_dim=%d < %d element properties: keeping the first %d", element_dim, props.shape[1], k)
             weight[:, :k] = props[:, :k]
+        elif element_init == "matscholar":
+            table = matscholar_table()
+            if element_dim != table.shape[1]:
+                raise ValueError(f"matscholar element embeddings are {table.shape[1]}-wide; element_dim is {element_dim}")
+            weight = torch.from_numpy(table)
         weight[0] = 0.0
         self.elements = nn.Embedding(MAX_Z + 1, element_dim, padding_idx=0, _weight=weight)
         self.elements.weight.requires_grad_(not freeze_elements)
