@@ -190,7 +190,7 @@ def test_metrics_rows_are_the_config_experiments(base_run):
     """Issue 11.4: the manifest lists exactly the config's experiments, and metrics.csv holds nothing else."""
     manifest = json.loads((base_run / "results/experiments.json").read_text())
     key = dict(train_dataset="mp", target="formation_energy_per_atom", model="cgcnn",
-               text_encoder="none", text_variant="none", n_train=None, seed=0)
+               text_encoder="none", text_variant="none", fold=None, n_train=None, seed=0)
     assert manifest["experiments"] == [
         {"dataset": "mp", **key, "kind": "trained"},
         {"dataset": "perovskites", **key, "kind": "zeroshot"},
