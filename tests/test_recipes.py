@@ -39,8 +39,27 @@ def test_training_params_of_existing_models_are_unchanged():
     wc = type("W", (), {"model": "cgcnn", "target": TARGET})()
     params = plan.training_params(wc)
     assert not {"optimizer", "momentum", "milestones", "gamma", "lr_by_target", "recipes"} & set(params)
+    assert "atom_features" not in params["hyper"]
     paper = plan.training_params(type("W", (), {"model": "cgcnn_paper", "target": "band_gap"})())
     assert paper["optimizer"] == "sgd" and paper["lr"] == 0.05 and paper["hyper"]["n_conv"] == 4
+    assert paper["hyper"]["atom_features"] == "cgcnn"
+
+
+def test_cgcnn_atom_init_is_the_92_wide_published_table():
+    import json as _json
+    from importlib.resources import files
+
+    from matfuse.graphs import atom_feature_table, cgcnn_atom_init_table
+    from matfuse.models import build_model
+
+    ref = _json.loads(files("matminer.utils.data_files").joinpath("cgcnn_atom_feature.json").read_text())
+    table = cgcnn_atom_init_table()
+    assert table.shape[1] == 92 and atom_feature_table().shape[1] == 91
+    for z in ("1", "8", "26", "83"):
+        assert table[int(z)].tolist() == [float(v) for v in ref[z]]
+    assert not table[0].any()
+    m = build_model("cgcnn_paper", atom_features="cgcnn", n_conv=4, h_fea_len=32)
+    assert m.atom_table.shape[1] == 92 and m.embedding.in_features == 92
 
 
 def test_multistep_drops_the_lr_at_the_milestone_and_sgd_has_momentum():
@@ -72,6 +91,7 @@ def test_cgcnn_paper_trains_and_predicts_on_real_structures(mp_csv, tmp_path):
                           tmp_path / "m", "cgcnn_paper", TARGET, 0, training, GraphConfig())
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["training"]["optimizer"] == "sgd" and cfg["model"]["n_conv"] == 4 and cfg["model"]["h_fea_len"] == 32
+    assert cfg["model"]["name"] == "cgcnn_paper" and cfg["model"]["atom_features"] == "cgcnn"
     assert summary["model"] == "cgcnn_paper" and summary["epochs_run"] == 5
     p = predict(tmp_path / "m", tmp_path / "entries.parquet", tmp_path / "splits.json", tmp_path / "graphs.parquet",
                 None, tmp_path / "p.parquet", device="cpu")

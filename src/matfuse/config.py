@@ -420,6 +420,8 @@ class ModelHyper(_Strict):
     """Model hyper-parameters (shared across models where they apply)."""
 
     atom_fea_len: int = 64
+    atom_features: Literal["recomputed", "cgcnn"] = Field(
+        "recomputed", description="CGCNN element features: our 91-wide recomputation or CGCNN's 92-wide atom_init.json.")
     n_conv: int = 3
     h_fea_len: int = 128
     fusion_dim: int = 512

@@ -63,11 +63,11 @@ SPECS: dict[str, ModelSpec] = {
         _spec("cgcnn_paper", "crystal", {"graph"}, "matfuse.models.cgcnn:CGCNN",
               "CGCNN with the paper's recipe (txie-93/cgcnn checkpoints): n_conv 4, h_fea_len 32, atom_fea_len 64; "
               "SGD momentum 0.9, lr 0.02 (band gap 0.05), batch 256, lr × 0.1 at 80 % of the epochs (MultiStepLR); "
-              "epochs from the config (the paper: 1,000); our 91-wide atom features (the paper's file: 92)",
+              "CGCNN's 92-wide atom_init.json; epochs from the config (the paper: 1,000)",
               config="matfuse.models.cgcnn:CGCNNConfig",
               recipe={"optimizer": "sgd", "momentum": 0.9, "lr": 0.02, "lr_by_target": {"band_gap": 0.05},
                       "weight_decay": 0.0, "batch_size": 256, "schedule": "multistep", "milestones": [0.8],
-                      "gamma": 0.1, "hyper": {"n_conv": 4, "h_fea_len": 32, "atom_fea_len": 64}}),
+                      "gamma": 0.1, "hyper": {"n_conv": 4, "h_fea_len": 32, "atom_fea_len": 64, "atom_features": "cgcnn"}}),
         _spec("text", "crystal", {"text"}, "matfuse.models.text_mlp:TextMLP",
               "frozen cached text embedding → MLP"),
         _spec("matmmfuse", "crystal", {"graph", "text"}, "matfuse.models.matmmfuse:matmmfuse_published",

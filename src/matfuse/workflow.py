@@ -386,6 +386,8 @@ class Plan:
         for key in LATER_TRAINING_KEYS:
             if out.get(key) == defaults[key]:
                 out.pop(key, None)
+        if out["hyper"].get("atom_features") == defaults["hyper"]["atom_features"]:
+            out["hyper"].pop("atom_features")
         return out
 
     def text_params(self) -> dict[str, Any]:

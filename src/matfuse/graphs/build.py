@@ -3,9 +3,10 @@
 Two things live here:
 
 * :func:`atom_feature_table` — CGCNN's per-element input features.  The original
-  ``atom_init.json`` (Xie & Grossman, PRL 120, 145301, 2018; Table S2 of the SI) ships with the
-  MIT-licensed txie-93/cgcnn repository but not with this package, so the same *recipe* is
-  recomputed from pymatgen's element data:
+  ``atom_init.json`` (Xie & Grossman, PRL 120, 145301, 2018; Table S2 of the SI; MIT-licensed,
+  txie-93/cgcnn) is also available, 92-wide, as :func:`cgcnn_atom_init_table` (matminer ships
+  the file as ``cgcnn_atom_feature.json``; ``CGCNNConfig.atom_features: cgcnn``, used by
+  ``cgcnn_paper``).  The default recomputes the same *recipe* from pymatgen's element data:
   nine properties, each turned into a one-hot over fixed categories/bins (see
   :data:`FEATURE_SPEC`).  Continuous properties are binned uniformly over the paper's ranges
   (values outside the range fall in the first/last bin); a property pymatgen does not know for
@@ -138,6 +139,24 @@ def _one_hot(value: Any, kind: str, spec: Any) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
+def cgcnn_atom_init_table() -> np.ndarray:
+    """CGCNN's own 92-wide ``atom_init.json`` as ``(MAX_Z + 1, 92)`` (rows of Z 1..100; others zero).
+
+    Read from matminer's copy (``matminer/utils/data_files/cgcnn_atom_feature.json``, keyed by Z).
+    """
+    import json
+    from importlib.resources import files
+
+    data = json.loads(files("matminer.utils.data_files").joinpath("cgcnn_atom_feature.json").read_text())
+    width = len(next(iter(data.values())))
+    table = np.zeros((MAX_Z + 1, width), dtype=np.float32)
+    for z, vec in data.items():
+        if int(z) <= MAX_Z:
+            table[int(z)] = np.asarray(vec, dtype=np.float32)
+    table.setflags(write=False)
+    return table
+
+
 def atom_feature_table() -> np.ndarray:
     """CGCNN-style element features, shape ``(MAX_Z + 1, 91)``; row ``Z`` is element ``Z``.
 

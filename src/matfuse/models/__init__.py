@@ -84,6 +84,7 @@ def model_kwargs(name: str, hyper: ModelHyper, graph: GraphConfig, text_dim: int
     """
     cg = CGCNNConfig(
         atom_fea_len=hyper.atom_fea_len,
+        atom_features=hyper.atom_features,
         n_conv=hyper.n_conv,
         h_fea_len=hyper.h_fea_len,
         radius=graph.radius,

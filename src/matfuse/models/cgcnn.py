@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch_geometric.nn import CGConv, global_mean_pool
 
-from matfuse.graphs import atom_feature_table
+from matfuse.graphs import atom_feature_table, cgcnn_atom_init_table
 
 
 class CGCNNConfig(BaseModel):
@@ -44,6 +44,9 @@ class CGCNNConfig(BaseModel):
     gaussian_step: float = Field(0.2, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     conv: Literal["cgcnn", "pyg"] = "cgcnn"
+    atom_features: Literal["recomputed", "cgcnn"] = Field(
+        "recomputed", description="Element input features: our 91-wide recomputation, or CGCNN's own 92-wide "
+        "atom_init.json (matminer's copy).")
 
 
 class CGCNNConv(nn.Module):
@@ -92,7 +95,7 @@ class CGCNN(nn.Module):
         super().__init__()
         self.cfg = CGCNNConfig(**kwargs)
         c = self.cfg
-        table = torch.from_numpy(atom_feature_table().copy())
+        table = torch.from_numpy((atom_feature_table() if c.atom_features == "recomputed" else cgcnn_atom_init_table()).copy())
         # Persistent buffer: the checkpoint carries the exact features it was trained with.
         self.register_buffer("atom_table", table)
         n_centers = int(round(c.radius / c.gaussian_step)) + 1
