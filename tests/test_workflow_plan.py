@@ -96,7 +96,8 @@ def doc_commands() -> list[list[str]]:
     """Every `snakemake ...` command of README.md and docs/*.md (placeholders left out), deduplicated."""
     found: dict[tuple[str, ...], list[str]] = {}
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
-        for line in doc.read_text().splitlines():
+        text = re.sub(r"\\\n\s*", " ", doc.read_text())  # shell line continuations: one command
+        for line in text.splitlines():
             for m in re.finditer(r"(?:^|`|\s)((?:PYTHONHASHSEED=0 )?(?:\.venv/bin/)?snakemake [^`#\n]*)", line):
                 if "#" in line[: m.start()]:
                     continue  # inside a shell comment
