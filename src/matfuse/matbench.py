@@ -75,8 +75,10 @@ def _immutify(d: dict[str, Any]) -> dict[str, Any]:
     for k, v in d.items():
         if isinstance(v, dict):
             out[k] = _immutify(v)
-        elif isinstance(v, (list, tuple, np.ndarray)):
-            out[k] = list(np.asarray(v).tolist()) if isinstance(v, np.ndarray) else list(v)
+        elif isinstance(v, np.ndarray):
+            out[k] = v.tolist()
+        elif isinstance(v, (list, tuple)):
+            out[k] = list(v)
         elif hasattr(v, "item"):
             out[k] = v.item()
         else:

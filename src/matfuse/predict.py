@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -158,6 +158,18 @@ def seed_ensemble(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
+def calibration(y_true: Any, y_pred: Any, y_std: Any) -> dict[str, float | int | None]:
+    """Error against ensemble spread over the rows that have all three: n, MAE, mean std and the
+    shares of errors within 1 and 2 std (a calibrated Gaussian gives 68 % and 95 %)."""
+    t, p, s = (np.asarray(pd.to_numeric(pd.Series(v), errors="coerce"), dtype=float) for v in (y_true, y_pred, y_std))
+    ok = np.isfinite(t) & np.isfinite(p) & np.isfinite(s)
+    if not ok.any():
+        return {"n": 0, "mae": None, "mean_std": None, "within_1std": None, "within_2std": None}
+    err, s = np.abs(p[ok] - t[ok]), s[ok]
+    return {"n": int(ok.sum()), "mae": float(err.mean()), "mean_std": float(s.mean()),
+            "within_1std": float(np.mean(err <= s)), "within_2std": float(np.mean(err <= 2 * s))}
+
+
 def write_ensemble(prediction_paths: Sequence[str | Path], out_path: str | Path) -> pd.DataFrame:
     """Stage function: the seed ensemble of one experiment's predictions files (:func:`seed_ensemble`).
 
@@ -168,10 +180,8 @@ def write_ensemble(prediction_paths: Sequence[str | Path], out_path: str | Path)
     schema = pa.schema([*PRED_SCHEMA, ("y_std", pa.float64()), ("n_members", pa.int32())])
     write_parquet(pa.Table.from_pandas(out, schema=schema, preserve_index=False), out_path)
     test = out[out["split"] == "test"]
-    if len(test):
-        err = (test["y_pred"] - test["y_true"]).abs()
-        ok = err.notna() & test["y_std"].notna()
-        log.info("ensemble of %d: test MAE %.4f; %.0f %% of test errors within 1 std, %.0f %% within 2", len(prediction_paths),
-                 float(err[ok].mean()), 100 * float((err[ok] <= test["y_std"][ok]).mean()),
-                 100 * float((err[ok] <= 2 * test["y_std"][ok]).mean()))
+    cal = calibration(test["y_true"], test["y_pred"], test["y_std"])
+    if cal["n"]:
+        log.info("ensemble of %d: test MAE %.4f; %.0f %% of test errors within 1 std, %.0f %% within 2",
+                 len(prediction_paths), cal["mae"], 100 * cal["within_1std"], 100 * cal["within_2std"])
     return out

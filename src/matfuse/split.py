@@ -20,13 +20,7 @@ def group_ids(material_ids: list[str], groups: Sequence[str | None] | None) -> l
 
     Ids without a key (or with ``groups=None``) are bundles of their own.
     """
-    if groups is not None and len(groups) != len(material_ids):
-        raise ValueError(f"{len(groups)} group keys for {len(material_ids)} ids")
-    bundles: dict[Any, list[str]] = {}
-    for i, mid in enumerate(material_ids):
-        key = groups[i] if groups is not None and groups[i] is not None else ("id", mid)
-        bundles.setdefault(key, []).append(mid)
-    return sorted((sorted(b) for b in bundles.values()), key=lambda b: b[0])
+    return sorted((sorted(b) for b in _bundles_in_order(material_ids, groups)), key=lambda b: b[0])
 
 
 def make_splits(
@@ -82,6 +76,8 @@ def group_report(material_ids: list[str], groups: Sequence[str | None] | None) -
 
 def _bundles_in_order(material_ids: list[str], groups: Sequence[str | None] | None) -> list[list[str]]:
     """Ids bundled by group key, bundles in the order of their first id in ``material_ids``."""
+    if groups is not None and len(groups) != len(material_ids):
+        raise ValueError(f"{len(groups)} group keys for {len(material_ids)} ids")
     bundles: dict[Any, list[str]] = {}
     for i, mid in enumerate(material_ids):
         key = groups[i] if groups is not None and groups[i] is not None else ("id", mid)

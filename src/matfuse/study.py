@@ -207,7 +207,7 @@ def ensemble_calibration(prediction_paths: list[str | Path]) -> pd.DataFrame:
     and 2 ensemble standard deviations (a Gaussian would give 68 % and 95 %). The ensemble is
     :func:`matfuse.predict.seed_ensemble`, as in the ensemble Parquets and ``matfuse predict``."""
     from matfuse.evaluate import parse_prediction_path
-    from matfuse.predict import seed_ensemble
+    from matfuse.predict import calibration, seed_ensemble
 
     groups: dict[tuple, list[pd.DataFrame]] = {}
     for p in prediction_paths:
@@ -221,12 +221,11 @@ def ensemble_calibration(prediction_paths: list[str | Path]) -> pd.DataFrame:
         if len(frames) < 2:
             continue
         ens = seed_ensemble(frames)
-        t = ens[(ens["split"] == "test") & ens["y_true"].notna() & ens["y_pred"].notna() & ens["y_std"].notna()]
-        err = (t["y_pred"] - t["y_true"]).abs().astype(float)
-        std = t["y_std"].astype(float)
+        t = ens[ens["split"] == "test"]
+        cal = calibration(t["y_true"], t["y_pred"], t["y_std"])
         rows.append(dict(zip(("dataset", "target", "model", "text_encoder", "text_variant", "fold"), key),
-                         seeds=len(frames), n=int(len(t)), ensemble_mae=float(err.mean()), mean_std=float(std.mean()),
-                         within_1std=float((err <= std).mean()), within_2std=float((err <= 2 * std).mean())))
+                         seeds=len(frames), n=cal["n"], ensemble_mae=cal["mae"], mean_std=cal["mean_std"],
+                         within_1std=cal["within_1std"], within_2std=cal["within_2std"]))
     return pd.DataFrame(rows)
 
 

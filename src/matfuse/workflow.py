@@ -124,11 +124,15 @@ class Plan:
                   if self.zeroshot_sets(e["dataset"], e["target"])]
         return files
 
+    def _prediction_files_of(self, wildcards: Any, keys: tuple[str, ...], **fixed: str) -> list[str]:
+        """Prediction files of the experiments that match ``wildcards`` on ``keys`` (and ``fixed``)."""
+        want = {**{k: getattr(wildcards, k) for k in keys}, **fixed}
+        return [f"results/predictions/{EXP}.parquet".format(**e) for e in self.experiments()
+                if all(e[k] == v for k, v in want.items())]
+
     def seed_files(self, wildcards: Any) -> list[str]:
         """The per-seed prediction files of one experiment (every configured seed), for its ensemble."""
-        key = {k: getattr(wildcards, k) for k in ("dataset", "target", "model", "encoder", "variant", "fold", "size")}
-        return [f"results/predictions/{EXP}.parquet".format(**e) for e in self.experiments()
-                if all(e[k] == v for k, v in key.items())]
+        return self._prediction_files_of(wildcards, ("dataset", "target", "model", "encoder", "variant", "fold", "size"))
 
     def ensemble_files(self) -> list[str]:
         """``...{fold}{size}ensemble.parquet`` of every experiment trained with two or more seeds."""
@@ -149,9 +153,7 @@ class Plan:
 
     def matbench_prediction_files(self, wildcards: Any) -> list[str]:
         """Every fold's and seed's prediction files of one matbench record (fold-major)."""
-        key = {k: getattr(wildcards, k) for k in ("dataset", "target", "model", "encoder", "variant")}
-        return [f"results/predictions/{EXP}.parquet".format(**e) for e in self.experiments()
-                if all(e[k] == v for k, v in key.items()) and not e["size"]]
+        return self._prediction_files_of(wildcards, ("dataset", "target", "model", "encoder", "variant"), size="")
 
     def matbench_summaries(self) -> list[str]:
         return sorted({f"results/matbench/{ds}/summary.md" for ds in self.cfg.evaluation.matbench

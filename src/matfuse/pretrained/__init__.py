@@ -24,7 +24,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 #: Where the shipped models live (inside the installed package).
@@ -65,7 +64,7 @@ def _version(pkg: str) -> str | None:
 def _ensemble_test(members: list[Path], run_dir: Path) -> dict[str, Any]:
     """Test metrics of each seed and of the seed ensemble, from the run's prediction files."""
     from matfuse.evaluate import regression_metrics
-    from matfuse.predict import seed_ensemble
+    from matfuse.predict import calibration, seed_ensemble
 
     frames = []
     for m in members:
@@ -78,16 +77,12 @@ def _ensemble_test(members: list[Path], run_dir: Path) -> dict[str, Any]:
     ens = seed_ensemble(frames)
     t = ens[(ens["split"] == "test") & ens["y_true"].notna() & ens["y_pred"].notna()]
     m = regression_metrics(t["y_true"].to_numpy(float), t["y_pred"].to_numpy(float))
-    err = (t["y_pred"] - t["y_true"]).abs().to_numpy(float)
-    std = t["y_std"].to_numpy(float, na_value=np.nan)
-    ok = np.isfinite(std)
+    cal = calibration(t["y_true"], t["y_pred"], t["y_std"])
     return {
         "n_test": int(len(t)),
         "per_seed": {f"seed{k}": {kk: round(v, 5) for kk, v in s.items()} for k, s in enumerate(per_seed)},
         "ensemble": {k: round(v, 5) for k, v in m.items()},
-        "calibration": {"mean_std": float(np.mean(std[ok])) if ok.any() else None,
-                        "within_1std": float(np.mean(err[ok] <= std[ok])) if ok.any() else None,
-                        "within_2std": float(np.mean(err[ok] <= 2 * std[ok])) if ok.any() else None},
+        "calibration": {k: cal[k] for k in ("mean_std", "within_1std", "within_2std")},
     }
 
 
@@ -115,7 +110,7 @@ def export(name: str, models: str | Path, run_dir: str | Path, command: str, out
         "target": target,
         "units": UNITS.get(target),
         "data": {"dataset": Path(configs[0]["inputs"]["entries"]).parent.name,
-                 "entries": {k: v for k, v in (split.get("counts") or {}).items()},
+                 "entries": dict(split.get("counts") or {}),
                  "split": split.get("settings"), "grouped_by": (split.get("groups") or {}).get("grouped_by"),
                  "trained_on": "training split only (val: model selection; test: the metrics below)"},
         "n_train": s0["n_train"],
