@@ -346,7 +346,7 @@ def campaign(tmp_path_factory, mp_csv):
                      "zs": {**table(paths["zs"], id_prefix="zs-"), "train": False}},
         "text": {"n_shards": 1},
         "embeddings": {"minilm": {"model": "packaged:minilm", "pooling": "mean", "max_length": 128}},
-        "training": {"models": ["cgcnn", "matmmfuse"], "targets": ["formation_energy_per_atom"],
+        "training": {"models": ["cgcnn", "matmmfuse_frozen"], "targets": ["formation_energy_per_atom"],
                      "datasets": ["clean", "mixed"], "seeds": [0], "epochs": 3, "batch_size": 8, "patience": 3,
                      "device": "cpu"},
         "evaluation": {"zero_shot": {"zs": "mixed"}, "parity_plots": False},

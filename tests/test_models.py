@@ -12,11 +12,12 @@ from pydantic import ValidationError
 from pymatgen.core import Structure
 from torch_geometric.data import Batch
 
-from matfuse.config import GraphConfig, ModelHyper
+from matfuse.config import GraphConfig, ModelHyper, TextEncoderSettings
 from matfuse.data import build_data
 from matfuse.graphs import neighbor_graph
 from matfuse.models import build_model, model_from_config, model_kwargs
 from matfuse.registry import names
+from matfuse.models.text_encoder import load_tokenizer
 from matfuse.models.cgcnn import CGCNN
 
 TEXT_DIM = 24
@@ -29,6 +30,9 @@ def _structures(mp_rows, n):
         return [Structure.from_str(c, fmt="cif") for c in mp_rows["cif"].head(n)]
 
 
+ENCODER = TextEncoderSettings(model="packaged:minilm", max_length=32)
+
+
 def _batch(structures, seed=0, text=None):
     cfg = GraphConfig()
     ids = [f"s{i}" for i in range(len(structures))]
@@ -36,14 +40,18 @@ def _batch(structures, seed=0, text=None):
     rng = np.random.default_rng(seed)
     # random vectors in the embedding schema: enough for shape / invariance tests
     emb = text if text is not None else {i: rng.normal(size=TEXT_DIM).astype(np.float32) for i in ids}
-    data, missing = build_data(ids, rng.normal(size=len(ids)), {"graph", "text"}, graphs, emb)
+    tok = load_tokenizer(ENCODER.model)
+    words = {i: f"{s.composition.reduced_formula} crystallizes in the {s.get_space_group_info()[0]} space group."
+             for i, s in zip(ids, structures)}
+    tokens = {i: np.array(tok(w, truncation=True, max_length=ENCODER.max_length)["input_ids"]) for i, w in words.items()}
+    data, missing = build_data(ids, rng.normal(size=len(ids)), {"graph", "text", "tokens"}, graphs, emb, tokens)
     assert not missing
     return Batch.from_data_list(data)
 
 
 def _model(name, seed=0):
     torch.manual_seed(seed)
-    return build_model(name, **model_kwargs(name, SMALL, GraphConfig(), TEXT_DIM))
+    return build_model(name, **model_kwargs(name, SMALL, GraphConfig(), TEXT_DIM, ENCODER))
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +129,7 @@ def test_cgcnn_conv_matches_dense_reference(structures):
 
 def test_published_attention_is_identically_one(structures):
     batch = _batch(structures[:8])
-    model = _model("matmmfuse").eval()
+    model = _model("matmmfuse_frozen").eval()
     with torch.no_grad():
         w = model.attention_weights(batch)
     assert w.shape == (8, SMALL.fusion_heads, 1, 1)
@@ -164,9 +172,9 @@ def test_registry_rejects_bad_names_and_settings():
     with pytest.raises(ValidationError):
         build_model("cgcnn", atom_fea_lenn=3)
     with pytest.raises(ValueError, match="text"):
-        model_kwargs("matmmfuse", SMALL, GraphConfig(), None)
+        model_kwargs("matmmfuse_frozen", SMALL, GraphConfig(), None)
     with pytest.raises(ValueError, match="divisible"):
-        build_model("matmmfuse", text_dim=8, fusion_dim=30, heads=8)
+        build_model("matmmfuse_frozen", text_dim=8, fusion_dim=30, heads=8)
 
 
 def test_pyg_cgconv_variant_runs(structures):

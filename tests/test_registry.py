@@ -23,10 +23,13 @@ def test_registry_is_torch_free():
 
 def test_config_names_come_from_the_registry():
     assert set(typing.get_args(ModelName)) == set(registry.names("crystal"))
-    assert TEXT_MODELS == {n for n, s in registry.SPECS.items() if "text" in s.inputs}
+    assert TEXT_MODELS == {n for n, s in registry.SPECS.items() if s.inputs & {"text", "tokens"}}
     assert GRAPH_MODELS == {n for n, s in registry.SPECS.items() if s.family == "crystal" and "graph" in s.inputs}
     density_models = typing.get_args(typing.get_args(DensityConfig.model_fields["models"].annotation)[0])
     assert set(density_models) == set(registry.names("density"))
+
+
+MINILM = {"encoder": "packaged:minilm", "weights": "packaged:minilm", "max_length": 16}
 
 
 @pytest.mark.parametrize("name", list(registry.SPECS))
@@ -34,7 +37,8 @@ def test_every_spec_builds_and_round_trips_its_config(name):
     from matfuse.models import build_model, model_from_config
 
     small = {
-        "cgcnn": {}, "cgcnn_paper": {"n_conv": 4, "h_fea_len": 32}, "text": {"text_dim": 8}, "matmmfuse": {"text_dim": 8, "graph": {}},
+        "cgcnn": {}, "cgcnn_paper": {"n_conv": 4, "h_fea_len": 32}, "text": {"text_dim": 8}, "matmmfuse_frozen": {"text_dim": 8, "graph": {}},
+        "matmmfuse": {"text": MINILM, "fusion_dim": 16, "heads": 2}, "text_finetune": {"text": MINILM},
         "matmmfuse_tokens": {"text_dim": 8, "graph": {}}, "crysmmnet": {"text_dim": 8, "graph": {}},
         "ecd_cnn": {"image_size": [16, 16], "channels": [4]}, "ecd_inception": {},
         "ecd_text": {"text_dim": 8, "image_cfg": {"image_size": [16, 16], "channels": [4]}},

@@ -90,14 +90,14 @@ def test_study_experiments_are_the_configured_groups():
     key = lambda e: (e["target"], e["model"], e["variant"], e["size"], e["seed"])  # noqa: E731
     keys = {key(e) for e in exps}
     assert len(keys) == len(exps)  # no duplicates across groups
-    for model in ["cgcnn", "text", "matmmfuse", "matmmfuse_tokens", "crysmmnet"]:
+    for model in ["cgcnn", "text", "matmmfuse_frozen", "matmmfuse_tokens", "crysmmnet"]:
         for target in ["formation_energy_per_atom", "band_gap"]:
             assert {e["seed"] for e in exps if e["model"] == model and e["target"] == target and not e["size"]
                     and e["variant"] in ("all", "none")} == {0, 1, 2}
     assert {e["seed"] for e in exps if e["target"] == "e_above_hull"} == {0}
     sized = {(e["model"], e["size"]) for e in exps if e["size"]}
-    assert sized == {(m, s) for m in ("cgcnn", "matmmfuse") for s in ("n1000-", "n4000-")}
-    assert {e["variant"] for e in exps if e["model"] == "matmmfuse"} == {"all", "key", "single"}
+    assert sized == {(m, s) for m in ("cgcnn", "matmmfuse_frozen") for s in ("n1000-", "n4000-")}
+    assert {e["variant"] for e in exps if e["model"] == "matmmfuse_frozen"} == {"all", "key", "single"}
     files = plan.prediction_files()
     assert "results/predictions/mp20/formation_energy_per_atom/cgcnn/none/none/n1000-seed2.parquet" in files
     assert "results/predictions/mp20/band_gap/cgcnn/none/none/seed0.parquet" in files

@@ -160,10 +160,15 @@ def predict_structures(models: Sequence[str], structures: Sequence[str], out: st
                     _, grej = build_graphs(entries_path, graphs_path, gcfg, work / f"graphs-{tag}.rejects.parquet")
                     for r in grej.itertuples():
                         warnings.setdefault(str(r.material_id), []).append(f"graphs: {r.reason}")
+            texts_path = variant = None
             if "text" in inputs:
                 emb_path = _embeddings(member, mcfg, wf, entries_path, work, warnings)
+            if "tokens" in inputs:  # fine-tuned encoder: texts only (the checkpoint names its tokenizer)
+                texts_path = _texts(wf, entries_path, work, warnings)
+                variant = (_path_keys(member) or {}).get("variant", "all")
             out_path = work / f"pred-{hashlib.sha256(str(member.resolve()).encode()).hexdigest()[:12]}.parquet"
-            p = predict(member, entries_path, None, graphs_path, emb_path, out_path, device=device)
+            p = predict(member, entries_path, None, graphs_path, emb_path, out_path, device=device,
+                        texts_path=texts_path, variant=variant)
             preds.append(p.set_index("material_id")["y_pred"].astype(float))
         stack = pd.concat(preds, axis=1)
         target = _model_config(members[0])["summary"]["target"]
@@ -194,9 +199,7 @@ def predict_structures(models: Sequence[str], structures: Sequence[str], out: st
 def _embeddings(member: Path, mcfg: dict[str, Any], wf: Any, entries_path: Path, work: Path,
                 warnings: dict[str, list[str]]) -> Path:
     """Texts (robocrys, with the config's cache) and embeddings (the encoder the model was trained with)."""
-    from matfuse.config import TextConfig
     from matfuse.embed.text import embed_dataset
-    from matfuse.text.describe import describe_shard, merge_texts, shutdown_workers
 
     keys = _path_keys(member) or {}
     encoder = keys.get("encoder")
@@ -204,7 +207,20 @@ def _embeddings(member: Path, mcfg: dict[str, Any], wf: Any, entries_path: Path,
     if wf is None or encoder not in getattr(wf, "embeddings", {}):
         raise SystemExit(f"matfuse: {member} is a text model (encoder {encoder!r}): pass --config with that "
                          "`embeddings` entry (the workflow config it was trained with)")
-    text_cfg: TextConfig = wf.text
+    texts = _texts(wf, entries_path, work, warnings)
+    out = work / f"emb-{encoder}-{variant}.parquet"
+    if not out.exists():
+        embed_dataset(texts, out, variant, encoder, wf.embeddings[encoder], rejects_path=work / f"emb-{encoder}-{variant}.rejects.parquet",
+                      progress=False)
+    return out
+
+
+def _texts(wf: Any, entries_path: Path, work: Path, warnings: dict[str, list[str]]) -> Path:
+    """Robocrys texts of the input structures (the config's text settings and cache; defaults without one)."""
+    from matfuse.config import TextConfig
+    from matfuse.text.describe import describe_shard, merge_texts, shutdown_workers
+
+    text_cfg: TextConfig = wf.text if wf is not None else TextConfig()
     texts = work / "texts.parquet"
     if not texts.exists():
         describe_shard(entries_path, work / "shard0.parquet", 0, 1, text_cfg.cache_dir, text_cfg)
@@ -212,11 +228,7 @@ def _embeddings(member: Path, mcfg: dict[str, Any], wf: Any, entries_path: Path,
         merge_texts([work / "shard0.parquet"], texts, work / "texts.rejects.parquet")
         for r in pd.read_parquet(work / "texts.rejects.parquet").itertuples():
             warnings.setdefault(str(r.material_id), []).append(f"describe: {r.reason}")
-    out = work / f"emb-{encoder}-{variant}.parquet"
-    if not out.exists():
-        embed_dataset(texts, out, variant, encoder, wf.embeddings[encoder], rejects_path=work / f"emb-{encoder}-{variant}.rejects.parquet",
-                      progress=False)
-    return out
+    return texts
 
 
 # --------------------------------------------------------------------------- models list

@@ -26,8 +26,11 @@ NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.]*$"
 TextVariant = Literal["all", "key", "single"]
 #: Models ``training.models`` may name (the crystal family of :mod:`matfuse.registry`).
 ModelName = Literal[registry.names("crystal")]  # type: ignore[valid-type]
-#: Models whose input includes a text embedding (any family).
-TEXT_MODELS = frozenset(registry.names(uses="text"))
+#: Models that fine-tune a text encoder on token ids of the robocrys texts (crystal family).
+TOKEN_MODELS = frozenset(registry.names(uses="tokens"))
+#: Models that read text, as a cached embedding or as tokens (any family): they have the
+#: encoder / variant wildcards.
+TEXT_MODELS = frozenset(registry.names(uses="text")) | TOKEN_MODELS
 #: Models whose input includes a crystal graph (crystal family: CroMEL builds its own graphs).
 GRAPH_MODELS = frozenset(registry.names("crystal", uses="graph"))
 
@@ -428,10 +431,29 @@ class ModelHyper(_Strict):
     fusion_heads: int = 8
     proj_dim: int = 64
     dropout: float = Field(0.1, ge=0, lt=1)
+    backbone: Literal["cgcnn", "mdl_cgcnn"] = Field(
+        "cgcnn", description="Graph encoder of the end-to-end matmmfuse: our CGCNN, or MatDeepLearn's (the authors').")
+    text_pooling: Literal["cls", "mean", "mean_unmasked", "pooler"] | None = Field(
+        None, description="Pooling of fine-tuned text encoders (None: the encoder's `pooling`); mean_unmasked = "
+        "MatMMFuse's mean over all positions, pooler = BERT's pooler (sequence regression).")
+    attn_dropout: float = Field(0.2, ge=0, lt=1, description="Attention dropout of the end-to-end matmmfuse.")
+
+
+#: ModelHyper settings added after results existed: left out of the training params at their defaults.
+LATER_HYPER_KEYS = ("atom_features", "backbone", "text_pooling", "attn_dropout")
+
+
+class TextEncoderSettings(_Strict):
+    """The encoder a token model fine-tunes (filled by the workflow from ``embeddings.<encoder>``)."""
+
+    model: str
+    max_length: int = Field(512, ge=8)
+    pooling: Literal["cls", "mean"] = "mean"
+    allow_download: bool = False
 
 
 class TrainingConfig(_Strict):
-    models: list[ModelName] = Field(default_factory=lambda: ["cgcnn", "text", "matmmfuse", "matmmfuse_tokens"])
+    models: list[ModelName] = Field(default_factory=lambda: ["cgcnn", "text", "matmmfuse_frozen", "matmmfuse_tokens"])
     targets: list[str] = Field(default_factory=lambda: ["formation_energy_per_atom", "band_gap", "efermi"])
     datasets: list[str] | None = Field(None, description="Datasets to train on (None = all with train: true).")
     encoders: list[str] = Field(default_factory=lambda: ["minilm"], description="Keys of `embeddings`.")
@@ -482,6 +504,9 @@ class TrainingConfig(_Strict):
 
     amp: bool = Field(False, description="Mixed precision on CUDA.")
     hyper: ModelHyper = Field(default_factory=ModelHyper)
+    text_encoder: TextEncoderSettings | None = Field(
+        None, description="Set by the workflow for models that fine-tune a text encoder (from `embeddings.<encoder>` "
+        "of the job); leave unset in a config.")
 
     def for_model(self, model: str, target: str | None = None) -> "TrainingConfig":
         """The settings one model trains with: this section, then the registry's recipe of the model
@@ -565,7 +590,7 @@ class EvaluationConfig(_Strict):
         "curve, ablation, hull check, wall time); `make study` copies it to docs/results.md.",
     )
     report_parity: list[str] = Field(
-        default_factory=lambda: ["cgcnn", "matmmfuse"],
+        default_factory=lambda: ["cgcnn", "matmmfuse_frozen"],
         description="Models whose parity plots (formation energy, band gap) the report shows.",
     )
     positive_only: list[str] = Field(

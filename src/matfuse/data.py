@@ -1,10 +1,12 @@
-"""Datasets and loaders: entries + graphs + cached text embeddings -> PyG batches.
+"""Datasets and loaders: entries + graphs + cached text embeddings or text tokens -> PyG batches.
 
 Each material becomes one ``torch_geometric.data.Data`` built once (no per-epoch
 featurisation): ``z`` (atomic numbers), ``edge_index`` ([neighbour, centre]), ``edge_dist``
-(Å; the Gaussian expansion is done by the model on the batch), ``text`` ``(1, D)``, ``y``
-(raw target, NaN when unknown) and ``idx`` (row in the caller's id list).  Batching is
-PyG's ``DataLoader``.
+(Å; the Gaussian expansion is done by the model on the batch), ``text`` ``(1, D)`` (a cached
+embedding), or ``input_ids`` / ``attention_mask`` ``(1, L)`` (token ids of the text for models
+that fine-tune the encoder, padded to the longest text of the set; the model trims each batch
+to its own longest), ``y`` (raw target, NaN when unknown) and ``idx`` (row in the caller's id
+list).  Batching is PyG's ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -100,23 +102,55 @@ def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     return dict(zip(ids, mat))
 
 
+def read_tokens(
+    texts_path: str | Path, variant: str, encoder: str, max_length: int
+) -> dict[str, np.ndarray]:
+    """Token ids of column ``text_{variant}`` of a texts table -> ``{id: (n,) int32}``.
+
+    Tokenised with the encoder's tokenizer by the embedding stage's own function
+    (:func:`matfuse.embed.text.tokenize`: truncation to ``max_length`` with special tokens), so a
+    fine-tuned model sees the same tokens a frozen embedding was computed from. Empty texts are
+    left out (the caller counts them as missing input).
+    """
+    from matfuse.embed.text import tokenize
+    from matfuse.models.text_encoder import load_tokenizer
+
+    column = f"text_{variant}"
+    schema = pq.read_schema(texts_path)
+    if "material_id" not in schema.names or column not in schema.names:
+        raise KeyError(f"{texts_path}: needs columns 'material_id' and {column!r}; found {schema.names}")
+    df = pq.read_table(texts_path, columns=["material_id", column]).to_pandas()
+    df = df[df[column].fillna("").str.strip() != ""]
+    if df.empty:
+        return {}
+    tok = tokenize(df[column].tolist(), load_tokenizer(encoder), max_length)
+    return {str(m): np.asarray(ids, dtype=np.int32) for m, ids in zip(df["material_id"], tok.input_ids)}
+
+
 def build_data(
     ids: Iterable[str],
     y: Iterable[float],
     inputs: frozenset[str] | set[str],
     graphs: dict[str, dict[str, np.ndarray]] | None = None,
     embeddings: dict[str, np.ndarray] | None = None,
+    tokens: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[Data], list[dict[str, Any]]]:
-    """One ``Data`` per material that has every input in ``inputs`` ({"graph", "text"}).
+    """One ``Data`` per material that has every input in ``inputs`` ({"graph", "text", "tokens"}).
 
     Returns (data list, missing) where ``missing`` rows are ``{material_id, reason}`` for
-    materials lacking a graph (rejected at the graph stage) or a text embedding.
+    materials lacking a graph (rejected at the graph stage), a text embedding or a text.
     ``Data.idx`` is the position in ``ids`` so callers can map predictions back.
     """
     if "graph" in inputs and graphs is None:
         raise ValueError("this model needs graphs but no graphs table was given")
     if "text" in inputs and embeddings is None:
         raise ValueError("this model needs text embeddings but no embeddings table was given")
+    if "tokens" in inputs and tokens is None:
+        raise ValueError("this model needs text tokens but no texts table was given")
+    ids = list(ids)
+    width = 1
+    if "tokens" in inputs:
+        width = max([len(tokens.get(i, ())) for i in ids] + [1])  # type: ignore[union-attr]
     out: list[Data] = []
     missing: list[dict[str, Any]] = []
     for k, (material_id, target) in enumerate(zip(ids, y)):
@@ -144,6 +178,17 @@ def build_data(
                 missing.append({"material_id": material_id, "reason": "no text embedding"})
                 continue
             fields["text"] = torch.from_numpy(np.array(e, dtype=np.float32)).unsqueeze(0)
+        if "tokens" in inputs:
+            t = tokens.get(material_id)  # type: ignore[union-attr]
+            if t is None:
+                missing.append({"material_id": material_id, "reason": "no text (empty or missing description)"})
+                continue
+            padded = np.zeros((1, width), dtype=np.int64)
+            padded[0, : len(t)] = t
+            mask = np.zeros((1, width), dtype=np.int64)
+            mask[0, : len(t)] = 1
+            fields["input_ids"] = torch.from_numpy(padded)
+            fields["attention_mask"] = torch.from_numpy(mask)
         out.append(Data(**fields))
     return out, missing
 
@@ -153,7 +198,8 @@ def load_inputs(
     graphs_path: str | Path | None,
     embeddings_path: str | Path | None,
 ) -> tuple[dict[str, dict[str, np.ndarray]] | None, dict[str, np.ndarray] | None]:
-    """Read the graph and/or embedding tables a model needs (clear error when one is missing)."""
+    """Read the graph and/or embedding tables a model needs (clear error when one is missing;
+    token ids: :func:`read_tokens`)."""
     graphs = embeddings = None
     if "graph" in inputs:
         if graphs_path is None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from matfuse.data import build_data, load_inputs, make_loader, read_splits, read_target, text_dim
+from matfuse.data import build_data, load_inputs, make_loader, read_splits, read_target, read_tokens, text_dim
 from matfuse.io import write_parquet
 from matfuse.models import model_inputs
 from matfuse.kit import load_checkpoint, resolve_device
@@ -42,8 +42,13 @@ def predict(
     batch_size: int = 256,
     n_train: int | None = None,
     fold: int | None = None,
+    texts_path: str | Path | None = None,
+    variant: str | None = None,
 ) -> pd.DataFrame:
     """Predict the checkpoint's target for the entries in ``split_names`` (or all of them).
+
+    ``texts_path`` / ``variant``: texts table and variant of a model that fine-tuned its text
+    encoder (tokenised with the tokenizer and length the checkpoint names).
 
     ``splits_path=None`` scores every entry as split ``"all"`` (zero-shot evaluation of a model
     trained elsewhere); the target column is then optional. ``n_train``: the model was trained on
@@ -95,7 +100,13 @@ def predict(
     have = text_dim(embeddings)
     if "text" in inputs and want is not None and have != want:
         raise ValueError(f"{embeddings_path}: embeddings have width {have}, the model was trained on {want}")
-    data, missing = build_data(ids, y_true, inputs, graphs, embeddings)
+    tokens = None
+    if "tokens" in inputs:
+        if texts_path is None or variant is None:
+            raise ValueError(f"{model_dir}: model {name!r} reads text tokens: give the texts table and the variant")
+        text_cfg = ckpt["model"]["text"]
+        tokens = read_tokens(texts_path, variant, text_cfg["encoder"], int(text_cfg["max_length"]))
+    data, missing = build_data(ids, y_true, inputs, graphs, embeddings, tokens)
     if missing:
         log.warning(
             "%d of %d materials have no prediction (missing input), e.g. %s",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 Family = Literal["crystal", "density", "cromel"]
-Input = Literal["graph", "text", "image", "composition"]
+Input = Literal["graph", "text", "tokens", "image", "composition"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,29 @@ SPECS: dict[str, ModelSpec] = {
                       "gamma": 0.1, "hyper": {"n_conv": 4, "h_fea_len": 32, "atom_fea_len": 64, "atom_features": "cgcnn"}}),
         _spec("text", "crystal", {"text"}, "matfuse.models.text_mlp:TextMLP",
               "frozen cached text embedding → MLP"),
-        _spec("matmmfuse", "crystal", {"graph", "text"}, "matfuse.models.matmmfuse:matmmfuse_published",
-              "MatMMFuse's fusion block on frozen cached text embeddings (the paper fine-tunes the text encoder "
-              "end to end): CGCNN and text embeddings projected to 512, 8-head attention (query text, key/value "
-              "graph), residual + LayerNorm, linear head. With one token per modality the attention softmax is "
-              "identically 1 (the block reduces to a learned projection of the graph vector)"),
+        _spec("text_finetune", "crystal", {"tokens"}, "matfuse.models.text_finetune:TextFinetune",
+              "the papers' fine-tuned text baseline (\"SciBERT\" row): the encoder fine-tuned with a regression head "
+              "on its pooler output; recipe AdamW lr 2e-5, weight decay 0.01, batch 16, 10 epochs, linear warm-up 10 % "
+              "then cosine",
+              config="matfuse.models.text_finetune:TextFinetuneConfig", weight_files=("text.weights",),
+              recipe={"optimizer": "adamw", "lr": 2e-5, "weight_decay": 0.01, "batch_size": 16, "epochs": 10,
+                      "schedule": "cosine", "warmup": 0.1, "hyper": {"text_pooling": "pooler"}}),
+        _spec("matmmfuse", "crystal", {"graph", "tokens"}, "matfuse.models.matmmfuse:MatMMFuseE2E",
+              "MatMMFuse as published: the text encoder fine-tuned end to end with MatDeepLearn's CGCNN (pre-FC 100, "
+              "4 CGConv + BatchNorm, post-FC 150 × 3) and the fusion block (both inputs projected to 512 and "
+              "LayerNorm-ed by one LayerNorm, 8-head attention with query text, attention dropout 0.2, "
+              "norm2(out + text), linear head), unmasked mean pooling; recipe AdamW lr 1e-5, weight decay 0.01, "
+              "batch 8, 11 epochs, cosine with 10 % linear warm-up per batch; selection on validation (the "
+              "authors take the last epoch)",
+              config="matfuse.models.matmmfuse:MatMMFuseE2EConfig", weight_files=("text.weights",),
+              recipe={"optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.01, "batch_size": 8, "epochs": 11,
+                      "schedule": "cosine", "warmup": 0.1,
+                      "hyper": {"backbone": "mdl_cgcnn", "text_pooling": "mean_unmasked", "attn_dropout": 0.2}}),
+        _spec("matmmfuse_frozen", "crystal", {"graph", "text"}, "matfuse.models.matmmfuse:matmmfuse_frozen",
+              "our fast CPU variant of MatMMFuse: its fusion block on *frozen cached* text embeddings with our CGCNN: "
+              "both projected to 512, 8-head attention (query text, key/value graph), residual + LayerNorm, linear "
+              "head. With one token per modality the attention softmax is identically 1 (the block reduces to a "
+              "learned projection of the graph vector)"),
         _spec("matmmfuse_tokens", "crystal", {"graph", "text"}, "matfuse.models.matmmfuse:matmmfuse_tokens",
               "same, attending over the graph's atom tokens"),
         _spec("crysmmnet", "crystal", {"graph", "text"}, "matfuse.models.crysmmnet:CrysMMNet",

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from matfuse.config import GraphConfig, TrainingConfig
-from matfuse.data import build_data, load_inputs, make_loader, read_splits, read_target, text_dim
+from matfuse.data import build_data, load_inputs, make_loader, read_splits, read_target, read_tokens, text_dim
 from matfuse.io import write_json, write_text
 from matfuse.kit import (
     autocast,
@@ -95,7 +95,7 @@ def training_subset(ids: list[str], n_train: int) -> list[str]:
 def split_data(
     entries_path: str | Path, splits_path: str | Path, target: str, inputs: frozenset[str],
     graphs: dict[str, Any] | None, embeddings: dict[str, np.ndarray] | None, n_train: int | None = None,
-    fold: int | None = None,
+    fold: int | None = None, tokens: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, list], dict[str, Any]]:
     """PyG data per split and the counts of what was left out (null target, missing input).
 
@@ -121,7 +121,7 @@ def split_data(
         n_null = len(ids) - len(known)
         if split == "train" and n_train is not None:
             known = training_subset(known, n_train)
-        data_list, missing = build_data(known, [y_by_id[i] for i in known], inputs, graphs, embeddings)
+        data_list, missing = build_data(known, [y_by_id[i] for i in known], inputs, graphs, embeddings, tokens)
         counts[split] = {"ids": len(ids), "null_target": n_null, "missing_input": len(missing), "used": len(data_list)}
         if n_null or missing:
             log.info(
@@ -149,10 +149,14 @@ def train_model(
     threads: int = 1,
     n_train: int | None = None,
     fold: int | None = None,
+    texts_path: str | Path | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``target``; write model.pt, config.json, history.csv to ``out_dir``.
 
     ``fold``: train on that fold of a k-fold split file (its test fold is never looked at).
+    ``texts_path`` / ``variant``: the texts table and its variant column, for models that fine-tune
+    a text encoder (``training.text_encoder`` names the encoder).
 
     Entries whose target is null are excluded (counted and logged), as are entries without a
     graph / text embedding when the model needs one.  Model selection and early stopping use
@@ -167,7 +171,14 @@ def train_model(
     inputs = model_inputs(model_name)
 
     graphs, embeddings = load_inputs(inputs, graphs_path, embeddings_path)
-    data, counts = split_data(entries_path, splits_path, target, inputs, graphs, embeddings, n_train, fold)
+    tokens = None
+    if "tokens" in inputs:
+        enc = training.text_encoder
+        if enc is None or texts_path is None or variant is None:
+            raise ValueError(f"model {model_name!r} fine-tunes a text encoder: it needs training.text_encoder, "
+                             "a texts table and a text variant")
+        tokens = read_tokens(texts_path, variant, enc.model, enc.max_length)
+    data, counts = split_data(entries_path, splits_path, target, inputs, graphs, embeddings, n_train, fold, tokens)
 
     y_train = np.array([d.y.item() for d in data["train"]], dtype=np.float64)
     mean = float(y_train.mean())
@@ -175,7 +186,7 @@ def train_model(
     normalizer = {"mean": mean, "std": std}
 
     tdim = text_dim(embeddings)
-    kwargs = model_kwargs(model_name, training.hyper, graph, tdim)
+    kwargs = model_kwargs(model_name, training.hyper, graph, tdim, training.text_encoder)
     model = build_model(model_name, **kwargs).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = make_optimizer(model.parameters(), training.optimizer, training.lr, training.weight_decay, training.momentum)
@@ -244,6 +255,8 @@ def train_model(
                 "splits": str(splits_path),
                 "graphs": None if graphs_path is None else str(graphs_path),
                 "embeddings": None if embeddings_path is None else str(embeddings_path),
+                "texts": None if texts_path is None else str(texts_path),
+                "variant": variant,
             },
             "model": model.to_config(),
             "normalizer": normalizer,

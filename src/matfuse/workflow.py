@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from matfuse.config import GRAPH_MODELS, TEXT_MODELS, Config, RuleResources
+from matfuse.config import GRAPH_MODELS, LATER_HYPER_KEYS, TEXT_MODELS, TOKEN_MODELS, Config, ModelHyper, RuleResources
 from matfuse.density.config import match_file
 
 NONE = "none"
@@ -106,7 +106,9 @@ class Plan:
         inputs = {"entries": f"results/data/{ds}/entries.parquet"}
         if wildcards.model in GRAPH_MODELS:
             inputs["graphs"] = f"results/graphs/{ds}/graphs.parquet"
-        if wildcards.model in TEXT_MODELS:
+        if wildcards.model in TOKEN_MODELS:
+            inputs["texts"] = f"results/text/{ds}/texts.parquet"
+        elif wildcards.model in TEXT_MODELS:
             inputs["embeddings"] = self.embedding_file(ds, wildcards.encoder, wildcards.variant)
         return inputs
 
@@ -169,7 +171,8 @@ class Plan:
         """Every crystal-branch stage's rejects table, for the summary in results/rejects.csv."""
         exps = self.experiments()
         models = {e["model"] for e in exps} or set(self.cfg.training.models)
-        pairs = sorted({(e["encoder"], e["variant"]) for e in exps if e["encoder"] != NONE})
+        pairs = sorted({(e["encoder"], e["variant"]) for e in exps
+                        if e["encoder"] != NONE and e["model"] not in TOKEN_MODELS})
         files = []
         for ds in self.datasets:
             files.append(f"results/data/{ds}/rejects.parquet")
@@ -388,8 +391,15 @@ class Plan:
         for key in LATER_TRAINING_KEYS:
             if out.get(key) == defaults[key]:
                 out.pop(key, None)
-        if out["hyper"].get("atom_features") == defaults["hyper"]["atom_features"]:
-            out["hyper"].pop("atom_features")
+        hyper_defaults = ModelHyper().model_dump()
+        for key in LATER_HYPER_KEYS:
+            if out["hyper"].get(key) == hyper_defaults[key]:
+                out["hyper"].pop(key, None)
+        if out.get("text_encoder") is None:
+            out.pop("text_encoder", None)
+        if wildcards.model in TOKEN_MODELS:  # the encoder it fine-tunes: the job's `embeddings` entry
+            enc = self.cfg.embeddings[wildcards.encoder]
+            out["text_encoder"] = enc.model_dump(include={"model", "max_length", "pooling", "allow_download"})
         return out
 
     def text_params(self) -> dict[str, Any]:

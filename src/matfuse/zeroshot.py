@@ -19,11 +19,12 @@ def predict_zeroshot(
     evalsets: dict[str, dict[str, str | None]],
     out_path: str | Path,
     device: str = "auto",
+    variant: str | None = None,
 ) -> pd.DataFrame:
     """Score every entry of each evaluation set; rows carry ``dataset`` and split ``zeroshot``.
 
     ``evalsets`` maps a dataset name to its inputs: ``entries`` and, as the model needs them,
-    ``graphs`` and ``embeddings``. Entries without a prediction (e.g. a rejected graph) keep a
+    ``graphs`` and ``embeddings`` or ``texts`` (with the text ``variant``). Entries without a prediction (e.g. a rejected graph) keep a
     null ``y_pred`` so the metrics count them instead of dropping them.
     """
     if not evalsets:
@@ -39,6 +40,8 @@ def predict_zeroshot(
                 embeddings_path=inputs.get("embeddings"),
                 out_path=Path(tmp) / f"{name}.parquet",
                 device=device,
+                texts_path=inputs.get("texts"),
+                variant=variant,
             )
             df.insert(0, "dataset", name)
             df["split"] = "zeroshot"

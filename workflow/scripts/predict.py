@@ -27,6 +27,8 @@ predict(
     splits_path=smk.input.get("splits"),
     graphs_path=smk.input.get("graphs"),
     embeddings_path=smk.input.get("embeddings"),
+    texts_path=smk.input.get("texts"),
+    variant=smk.wildcards.variant if "variant" in smk.wildcards.keys() else None,
     out_path=smk.output.predictions,
     device=smk.params.get("device", "auto"),
     n_train=size_of(smk.wildcards.size) if "size" in smk.wildcards.keys() else None,

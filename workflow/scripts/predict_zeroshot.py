@@ -15,7 +15,8 @@ smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
 torch.set_num_threads(max(1, int(smk.threads)))
 evalsets = {
-    name: {kind: smk.input.get(f"{name}__{kind}") for kind in ("entries", "graphs", "embeddings")}
+    name: {kind: smk.input.get(f"{name}__{kind}") for kind in ("entries", "graphs", "embeddings", "texts")}
     for name in smk.params.evalsets
 }
-predict_zeroshot(Path(smk.input.model).parent, evalsets, smk.output.predictions, device=smk.params.device)
+predict_zeroshot(Path(smk.input.model).parent, evalsets, smk.output.predictions, device=smk.params.device,
+                 variant=smk.wildcards.variant)

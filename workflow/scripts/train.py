@@ -33,6 +33,8 @@ train_model(
     splits_path=smk.input.splits,
     graphs_path=smk.input.get("graphs"),
     embeddings_path=smk.input.get("embeddings"),
+    texts_path=smk.input.get("texts"),
+    variant=wc.variant,
     out_dir=Path(smk.output.model).parent,
     model_name=smk.wildcards.model,
     target=smk.wildcards.target,

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from matfuse.config import GraphConfig, ModelHyper
+from matfuse.config import GraphConfig, ModelHyper, TextEncoderSettings
 from matfuse.models.cgcnn import CGCNN, CGCNNConfig
 from matfuse.models.crysmmnet import CrysMMNet
 from matfuse.models.matmmfuse import MatMMFuse
@@ -76,11 +76,15 @@ def model_from_config(config: dict[str, Any], for_loading: bool = False) -> nn.M
     return build_model(name, **config)
 
 
-def model_kwargs(name: str, hyper: ModelHyper, graph: GraphConfig, text_dim: int | None = None) -> dict[str, Any]:
+def model_kwargs(
+    name: str, hyper: ModelHyper, graph: GraphConfig, text_dim: int | None = None,
+    text_encoder: TextEncoderSettings | None = None,
+) -> dict[str, Any]:
     """Constructor kwargs of model ``name`` from the workflow's shared hyper-parameters.
 
     CGCNN keeps the reference head without dropout; ``hyper.dropout`` applies to the text MLP,
-    the fusion attention and the CrysMMNet projection heads.
+    the fusion attention, the CrysMMNet projection heads and the fine-tuned text head.
+    ``text_encoder``: the encoder a token model fine-tunes (its weights are read at construction).
     """
     cg = CGCNNConfig(
         atom_fea_len=hyper.atom_fea_len,
@@ -93,11 +97,25 @@ def model_kwargs(name: str, hyper: ModelHyper, graph: GraphConfig, text_dim: int
     needs_text = "text" in model_inputs(name)
     if needs_text and not text_dim:
         raise ValueError(f"model {name!r} needs a text embedding width (text_dim)")
+    text: dict[str, Any] = {}
+    if "tokens" in model_inputs(name):
+        if text_encoder is None:
+            raise ValueError(f"model {name!r} fine-tunes a text encoder: say which (text_encoder)")
+        text = {"encoder": text_encoder.model, "weights": text_encoder.model, "max_length": text_encoder.max_length,
+                "pooling": hyper.text_pooling or text_encoder.pooling}
     if name in ("cgcnn", "cgcnn_paper"):  # cgcnn_paper: its recipe's hyper-parameters are in `hyper`
         return cg
     if name == "text":
         return {"text_dim": text_dim, "hidden": hyper.h_fea_len, "dropout": hyper.dropout}
-    if name in ("matmmfuse", "matmmfuse_tokens"):
+    if name == "text_finetune":
+        return {"text": text, "dropout": hyper.dropout}
+    if name == "matmmfuse":
+        from matfuse.models.mdl_cgcnn import MDLCGCNNConfig
+
+        g = cg if hyper.backbone == "cgcnn" else MDLCGCNNConfig(radius=graph.radius).model_dump()
+        return {"text": text, "backbone": hyper.backbone, "graph": g, "fusion_dim": hyper.fusion_dim,
+                "heads": hyper.fusion_heads, "attn_dropout": hyper.attn_dropout}
+    if name in ("matmmfuse_frozen", "matmmfuse_tokens"):
         return {
             "text_dim": text_dim,
             "graph": cg,

@@ -12,8 +12,9 @@ from typing import Any, Callable
 from torch import nn
 
 from matfuse.models.cgcnn import CGCNN
+from matfuse.models.mdl_cgcnn import MDLCGCNN
 
-GRAPH_BACKBONES: dict[str, Callable[..., nn.Module]] = {"cgcnn": CGCNN}
+GRAPH_BACKBONES: dict[str, Callable[..., nn.Module]] = {"cgcnn": CGCNN, "mdl_cgcnn": MDLCGCNN}
 
 
 def build_backbone(name: str, config: dict[str, Any]) -> nn.Module:
