@@ -96,7 +96,8 @@ def test_study_experiments_are_the_configured_groups():
                     and e["variant"] in ("all", "none")} == {0, 1, 2}
     assert {e["seed"] for e in exps if e["target"] == "e_above_hull"} == {0}
     sized = {(e["model"], e["size"]) for e in exps if e["size"]}
-    assert sized == {(m, s) for m in ("cgcnn", "matmmfuse_frozen") for s in ("n1000-", "n4000-")}
+    assert sized == {(m, s) for m in ("cgcnn", "matmmfuse_frozen") for s in ("n1000-", "n4000-")} | {
+        ("matmmfuse", "n1000-"), ("text_finetune", "n1000-")}
     assert {e["variant"] for e in exps if e["model"] == "matmmfuse_frozen"} == {"all", "key", "single"}
     files = plan.prediction_files()
     assert "results/predictions/mp20/formation_energy_per_atom/cgcnn/none/none/n1000-seed2.parquet" in files
