@@ -67,7 +67,8 @@ def test_zero_shot_rows_score_the_unseen_set(tiny_run):
     # perovskites provide only formation energy: one row per model for that target, none for band gap
     assert set(zs.dataset) == {"perovskites"} and set(zs.train_dataset) == {"mp"}
     assert set(zs.target) == {"formation_energy_per_atom"}
-    assert set(zs.model) == set(cfg["training"]["models"])
+    extra = {m for g in cfg["training"]["extra"] if not g.get("train_sizes") for m in g["models"]}
+    assert set(zs.model) == set(cfg["training"]["models"]) | extra  # incl. the fine-tuned encoders
     assert (zs.n + zs.n_missing == cfg["datasets"]["perovskites"]["subset"]).all()
     train_ids = set(pd.read_parquet(work / "results/data/mp/entries.parquet").material_id)
     perov_ids = set(pd.read_parquet(work / "results/data/perovskites/entries.parquet").material_id)
@@ -149,7 +150,7 @@ def test_matfuse_predict_on_cif_files_matches_the_workflow(tiny_run, tmp_path):
     work, cfg = tiny_run
     entries = pd.read_parquet(work / "results/data/mp/entries.parquet").set_index("material_id")
     workflow_pred = {}
-    for model, sub in (("cgcnn", "none/none"), ("matmmfuse_frozen", "minilm/all")):
+    for model, sub in (("cgcnn", "none/none"), ("matmmfuse_frozen", "minilm/all"), ("text_finetune", "minilm/all")):
         p = pd.read_parquet(work / f"results/predictions/mp/formation_energy_per_atom/{model}/{sub}/seed0.parquet")
         workflow_pred[model] = p[p.split == "test"].set_index("material_id")["y_pred"].astype(float)
     ids = list(workflow_pred["cgcnn"].index[:4])
@@ -160,7 +161,8 @@ def test_matfuse_predict_on_cif_files_matches_the_workflow(tiny_run, tmp_path):
     (folder / "broken.cif").write_text("data_broken\n_cell_length_a 3.0\n")
     out = tmp_path / "preds.csv"
     models = [work / "results/models/mp/formation_energy_per_atom/cgcnn/none/none/seed0",
-              work / "results/models/mp/formation_energy_per_atom/matmmfuse_frozen/minilm/all"]
+              work / "results/models/mp/formation_energy_per_atom/matmmfuse_frozen/minilm/all",
+              work / "results/models/mp/formation_energy_per_atom/text_finetune/minilm/all"]  # fine-tuned encoder
     proc = subprocess.run([sys.executable, "-m", "matfuse.cli", "predict", *sum((["--model", str(m)] for m in models), []),
                            "--structures", str(folder), "--out", str(out), "--config", "config.yaml",
                            "--work-dir", str(tmp_path / "work")],
@@ -168,7 +170,7 @@ def test_matfuse_predict_on_cif_files_matches_the_workflow(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = pd.read_csv(out)
     assert set(got.material_id) == set(ids) | {"broken"}
-    for model_dir, name in zip(models, ("cgcnn", "matmmfuse_frozen")):
+    for model_dir, name in zip(models, ("cgcnn", "matmmfuse_frozen", "text_finetune")):
         rows = got[got.model == str(model_dir)].set_index("material_id")
         for mid in ids:
             assert rows.loc[mid, "prediction"] == pytest.approx(workflow_pred[name][mid], abs=2e-4)
