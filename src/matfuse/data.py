@@ -2,7 +2,9 @@
 
 Each material becomes one ``torch_geometric.data.Data`` built once (no per-epoch
 featurisation): ``z`` (atomic numbers), ``edge_index`` ([neighbour, centre]), ``edge_dist``
-(Å; the Gaussian expansion is done by the model on the batch), ``text`` ``(1, D)``, ``y``
+(Å; the Gaussian expansion is done by the model on the batch), ``edge_vec`` ``(E, 3)`` (bond
+vectors, Å; only where the graphs table has them, see :func:`matfuse.graphs.read_graphs`),
+``text`` ``(1, D)``, ``y``
 (raw target, NaN when unknown) and ``idx`` (row in the caller's id list).  Batching is
 PyG's ``DataLoader``.
 """
@@ -135,6 +137,8 @@ def build_data(
                 np.stack([g["edge_src"], g["edge_dst"]]).astype(np.int64)
             )
             fields["edge_dist"] = torch.from_numpy(g["edge_dist"].astype(np.float32))
+            if "edge_vec" in g:
+                fields["edge_vec"] = torch.from_numpy(np.asarray(g["edge_vec"]).astype(np.float32).reshape(-1, 3))
             fields["num_nodes"] = int(z.shape[0])
         else:
             fields["num_nodes"] = 0
