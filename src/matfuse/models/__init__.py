@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from matfuse.config import GraphConfig, ModelHyper
+from matfuse.models.alignn import ALIGNN, ALIGNNConfig
 from matfuse.models.cgcnn import CGCNN, CGCNNConfig
 from matfuse.models.crysmmnet import CrysMMNet
 from matfuse.models.matmmfuse import MatMMFuse
@@ -25,6 +26,7 @@ from matfuse.models.text_mlp import TextMLP
 from matfuse.registry import SPECS, spec
 
 __all__ = [
+    "ALIGNN",
     "CGCNN",
     "CrysMMNet",
     "MatMMFuse",
@@ -80,7 +82,10 @@ def model_kwargs(name: str, hyper: ModelHyper, graph: GraphConfig, text_dim: int
     """Constructor kwargs of model ``name`` from the workflow's shared hyper-parameters.
 
     CGCNN keeps the reference head without dropout; ``hyper.dropout`` applies to the text MLP,
-    the fusion attention and the CrysMMNet projection heads.
+    the fusion attention and the CrysMMNet projection heads. ALIGNN (``alignn`` and the backbone
+    of ``crysmmnet_alignn``) keeps the reference's widths and depths (its own
+    :class:`~matfuse.models.alignn.ALIGNNConfig` defaults; ``hyper``'s CGCNN widths do not apply),
+    its distance RBFs spanning ``0..graph.radius``.
     """
     cg = CGCNNConfig(
         atom_fea_len=hyper.atom_fea_len,
@@ -107,4 +112,10 @@ def model_kwargs(name: str, hyper: ModelHyper, graph: GraphConfig, text_dim: int
         }
     if name == "crysmmnet":
         return {"text_dim": text_dim, "graph": cg, "proj_dim": hyper.proj_dim, "dropout": hyper.dropout}
+    al = ALIGNNConfig(radius=graph.radius).model_dump()
+    if name == "alignn":
+        return al
+    if name == "crysmmnet_alignn":
+        return {"text_dim": text_dim, "backbone": "alignn", "graph": al, "activation": "relu",
+                "proj_dim": hyper.proj_dim, "dropout": hyper.dropout}
     raise ValueError(f"no kwargs mapping for model {name!r}; build it with build_model directly")

@@ -11,9 +11,10 @@ from typing import Any, Callable
 
 from torch import nn
 
+from matfuse.models.alignn import ALIGNN
 from matfuse.models.cgcnn import CGCNN
 
-GRAPH_BACKBONES: dict[str, Callable[..., nn.Module]] = {"cgcnn": CGCNN}
+GRAPH_BACKBONES: dict[str, Callable[..., nn.Module]] = {"cgcnn": CGCNN, "alignn": ALIGNN}
 
 
 def build_backbone(name: str, config: dict[str, Any]) -> nn.Module:
