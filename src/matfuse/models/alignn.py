@@ -34,10 +34,13 @@ directed graph: one node per edge, and an edge ``e1 → e2`` for every ordered p
 the same centre atom (``e1 = e2`` included), with feature ``cos θ = v1·v2 / (|v1||v2|)``.  It is
 built inside the model from ``edge_index`` and ``edge_vec``, vectorised (:func:`line_graph`).
 
-Cost: the line graph has Σ_i deg(i)² ≈ 144 edges per atom, each carrying a 256-wide feature in
-four layers, so ALIGNN is much heavier than CGCNN; measured on 1 CPU thread (bench/bench_alignn.py,
-1,000 real MP structures of ≤ 20 sites, batch 64): see the figures in README ("What a CPU user
-should expect") and the bench's output.
+Cost: the line graph has Σ_i deg(i)² = 144 edges per atom, each carrying a 256-wide feature
+through four layers, so ALIGNN is much heavier than CGCNN.  Measured with
+``bench/bench_alignn.py --n 1000 --epochs 2`` (real MP structures of ≤ 20 sites, median 8; 800 in
+training; batch 64; 1 thread on the shared 2-core machine, 2026-12-02): 88 s of CPU per epoch
+(training + validation) (≈ 9 structures/s on an idle core; 153 s wall under load) against CGCNN's 0.7 s (127x), peak
+RSS 4.3 GiB against 0.6 GiB.  (The reference's undirected graph has more than 12 bonds per atom,
+so its line graph is larger still.)
 
 Inputs (a PyG ``Batch``): ``z`` (atomic numbers, long), ``edge_index`` ([neighbour, centre]),
 ``edge_vec`` ``(E, 3)`` (Å), ``batch``.  A graphs table written before bond vectors were stored
