@@ -63,6 +63,14 @@ def test_neighbor_lists_match_bruteforce(mp_rows):
             idx_mine = sorted(g["edge_src"][mine][d_mine < cut].tolist())
             idx_ref = sorted(n.index for n in ref if n.nn_distance < cut)
             assert idx_mine == idx_ref, (material_id, i)
+            # bond vectors: neighbour image minus centre, the same vectors as pymatgen's neighbours
+            v_mine = g["edge_vec"][mine]
+            np.testing.assert_allclose(np.linalg.norm(v_mine, axis=1), d_mine, rtol=0, atol=1e-4)
+            v_ref = np.array([n.coords - site.coords for n in ref if n.nn_distance < cut])
+            v_in = v_mine[d_mine < cut]
+            assert len(v_in) == len(v_ref)
+            for v in v_ref:  # each reference vector is one of ours (order within a distance tie differs)
+                assert np.abs(v_in - v).max(axis=1).min() < 1e-4, (material_id, i)
         assert (np.diff(g["edge_dst"]) >= 0).all()  # sorted by centre
         assert g["edge_dist"].max() <= cfg.radius + 1e-6
 
@@ -101,6 +109,7 @@ def test_build_graphs_records_isolated_atom(mp_rows, tmp_path):
     assert str(schema.field("edge_src").type) == "list<element: int32>"
     assert str(schema.field("edge_dst").type) == "list<element: int32>"
     assert str(schema.field("edge_dist").type) == "list<element: float>"
+    assert str(schema.field("edge_vec").type) == "list<element: float>"
     # a process pool gives the same table
     table2, rejects2 = build_graphs(entries, tmp_path / "graphs2.parquet", GraphConfig(), workers=2)
     assert table2.equals(table) and rejects2.equals(rejects)
@@ -110,6 +119,21 @@ def test_build_graphs_records_isolated_atom(mp_rows, tmp_path):
         ref = neighbor_graph(s, GraphConfig())
         for k in ref:
             np.testing.assert_array_equal(graphs[m][k], ref[k])
+
+
+def test_graph_tables_without_bond_vectors_still_read(mp_rows, tmp_path):
+    """A graphs table written before edge_vec existed reads as before (no edge_vec key)."""
+    pairs = _structures(mp_rows, 3)
+    entries = tmp_path / "entries.parquet"
+    _entries(pairs, entries)
+    table, _ = build_graphs(entries, tmp_path / "graphs.parquet", GraphConfig())
+    old = tmp_path / "old.parquet"
+    pq.write_table(table.drop_columns(["edge_vec"]), old)
+    new, before = read_graphs(tmp_path / "graphs.parquet"), read_graphs(old)
+    for m, _ in pairs:
+        assert "edge_vec" not in before[m] and new[m]["edge_vec"].shape == (len(new[m]["edge_src"]), 3)
+        for k in before[m]:
+            np.testing.assert_array_equal(before[m][k], new[m][k])
 
 
 def test_atom_features_follow_pymatgen():

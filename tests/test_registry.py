@@ -40,6 +40,8 @@ def test_every_spec_builds_and_round_trips_its_config(name):
         "cgcnn": {}, "cgcnn_paper": {"n_conv": 4, "h_fea_len": 32}, "text": {"text_dim": 8}, "matmmfuse_frozen": {"text_dim": 8, "graph": {}},
         "matmmfuse": {"text": MINILM, "fusion_dim": 16, "heads": 2}, "text_finetune": {"text": MINILM},
         "matmmfuse_tokens": {"text_dim": 8, "graph": {}}, "crysmmnet": {"text_dim": 8, "graph": {}},
+        "alignn": {"hidden_features": 16, "embedding_features": 8},
+        "crysmmnet_alignn": {"text_dim": 8, "graph": {"hidden_features": 16, "embedding_features": 8}},
         "ecd_cnn": {"image_size": [16, 16], "channels": [4]}, "ecd_inception": {},
         "ecd_text": {"text_dim": 8, "image_cfg": {"image_size": [16, 16], "channels": [4]}},
         "cromel_composition": {"encoder": {"element_dim": 8, "hidden_dim": 8, "latent_dim": 4}},

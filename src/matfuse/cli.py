@@ -121,6 +121,8 @@ def read_structures(paths: Sequence[str]) -> pd.DataFrame:
 def predict_structures(models: Sequence[str], structures: Sequence[str], out: str | None, work_dir: str | None,
                        config: str | None, device: str = "auto", threads: int = 1) -> pd.DataFrame:
     """Predictions (mean and std over the members of each ``--model``) for ``structures``."""
+    import pyarrow.parquet as pq
+
     from matfuse.config import DatasetConfig, GraphConfig, TableSource, load_config
     from matfuse.graphs.build import build_graphs
     from matfuse.ingest import canonicalise
@@ -156,7 +158,8 @@ def predict_structures(models: Sequence[str], structures: Sequence[str], out: st
                 gcfg = GraphConfig.model_validate(mcfg["graph"])
                 tag = hashlib.sha256(json.dumps(gcfg.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
                 graphs_path = work / f"graphs-{tag}.parquet"
-                if not graphs_path.exists():
+                # a cached table from before bond vectors were stored is rebuilt (ALIGNN needs them)
+                if not graphs_path.exists() or "edge_vec" not in pq.read_schema(graphs_path).names:
                     _, grej = build_graphs(entries_path, graphs_path, gcfg, work / f"graphs-{tag}.rejects.parquet")
                     for r in grej.itertuples():
                         warnings.setdefault(str(r.material_id), []).append(f"graphs: {r.reason}")

@@ -2,11 +2,12 @@
 
 Each material becomes one ``torch_geometric.data.Data`` built once (no per-epoch
 featurisation): ``z`` (atomic numbers), ``edge_index`` ([neighbour, centre]), ``edge_dist``
-(Å; the Gaussian expansion is done by the model on the batch), ``text`` ``(1, D)`` (a cached
-embedding), or ``input_ids`` / ``attention_mask`` ``(1, L)`` (token ids of the text for models
-that fine-tune the encoder, padded to the longest text of the set; the model trims each batch
-to its own longest), ``y`` (raw target, NaN when unknown) and ``idx`` (row in the caller's id
-list).  Batching is PyG's ``DataLoader``.
+(Å; the Gaussian expansion is done by the model on the batch), ``edge_vec`` ``(E, 3)`` (bond
+vectors, Å; only where the graphs table has them, see :func:`matfuse.graphs.read_graphs`),
+``text`` ``(1, D)`` (a cached embedding), or ``input_ids`` / ``attention_mask`` ``(1, L)`` (token
+ids of the text for models that fine-tune the encoder, padded to the longest text of the set; the
+model trims each batch to its own longest), ``y`` (raw target, NaN when unknown) and ``idx`` (row
+in the caller's id list).  Batching is PyG's ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -169,6 +170,8 @@ def build_data(
                 np.stack([g["edge_src"], g["edge_dst"]]).astype(np.int64)
             )
             fields["edge_dist"] = torch.from_numpy(g["edge_dist"].astype(np.float32))
+            if "edge_vec" in g:
+                fields["edge_vec"] = torch.from_numpy(np.asarray(g["edge_vec"]).astype(np.float32).reshape(-1, 3))
             fields["num_nodes"] = int(z.shape[0])
         else:
             fields["num_nodes"] = 0

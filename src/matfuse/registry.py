@@ -54,6 +54,11 @@ def _spec(name: str, family: Family, inputs: set[str], factory: str, summary: st
     return ModelSpec(name, family, frozenset(inputs), factory, summary, **kw)
 
 
+#: ALIGNN's training recipe (usnistgov/alignn train.py and the CrysMMNet config.json): AdamW
+#: lr 1e-3, weight decay 1e-5, OneCycleLR stepped per batch with pct_start 0.3, batch 64, MSE loss.
+ALIGNN_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5, "schedule": "onecycle",
+                                 "warmup": 0.3, "batch_size": 64}
+
 SPECS: dict[str, ModelSpec] = {
     s.name: s
     for s in (
@@ -98,6 +103,16 @@ SPECS: dict[str, ModelSpec] = {
         _spec("crysmmnet", "crystal", {"graph", "text"}, "matfuse.models.crysmmnet:CrysMMNet",
               "CrysMMNet: graph and text projection heads (Linear-GELU-Linear-Dropout, residual + LayerNorm) "
               "to 64 each, concatenated → 64 → 1"),
+        _spec("alignn", "crystal", {"graph"}, "matfuse.models.alignn:ALIGNN",
+              "ALIGNN (Choudhary & DeCost 2021), our PyG re-implementation: atom graph + line graph of bond "
+              "angles, 4 ALIGNN + 4 edge-gated layers, hidden 256, 80 distance / 40 angle RBFs, mean pooling; "
+              "CGCNN's atom_init.json; ALIGNN's recipe: AdamW lr 1e-3, weight decay 1e-5, OneCycle "
+              "(30 % warm-up), batch 64",
+              config="matfuse.models.alignn:ALIGNNConfig", recipe=ALIGNN_RECIPE),
+        _spec("crysmmnet_alignn", "crystal", {"graph", "text"}, "matfuse.models.crysmmnet:crysmmnet_alignn",
+              "CrysMMNet as published (kdmsit/crysmmnet): the ALIGNN backbone, projection heads to 64 each, "
+              "concatenated → 64 → ReLU → 1; ALIGNN's recipe (AdamW lr 1e-3, weight decay 1e-5, OneCycle, batch 64)",
+              config="matfuse.models.crysmmnet:CrysMMNetConfig", recipe=ALIGNN_RECIPE),
         _spec("ecd_cnn", "density", {"image"}, "matfuse.models.ecd_cnn:EcdCNN.from_kwargs",
               "Massa et al.'s CNN on the (111) charge-density slice; see `docs/density.md`",
               config="matfuse.models.ecd_cnn:EcdCNNConfig"),

@@ -21,7 +21,11 @@ Two things live here:
 
 Edge convention: ``edge_dst`` is the centre atom (it receives the message), ``edge_src`` the
 neighbour, so ``edge_index = [edge_src, edge_dst]`` is PyTorch Geometric's
-``source_to_target`` flow.  Edges are sorted by centre, then distance.
+``source_to_target`` flow.  Edges are sorted by centre, then distance.  ``edge_vec`` is the bond
+vector of each edge (Cartesian Å, neighbour position *including its periodic image* minus the
+centre position; ``|edge_vec| = edge_dist``), stored flat (3 floats per edge) in the table and
+as ``(E, 3)`` by :func:`neighbor_graph` / :func:`read_graphs`: ALIGNN's bond angles need it,
+CGCNN ignores it.  Tables written before the column existed still read (without the key).
 """
 
 from __future__ import annotations
@@ -70,8 +74,11 @@ GRAPH_SCHEMA = pa.schema(
         ("edge_src", pa.list_(pa.int32())),
         ("edge_dst", pa.list_(pa.int32())),
         ("edge_dist", pa.list_(pa.float32())),
+        ("edge_vec", pa.list_(pa.float32())),
     ]
 )
+#: Columns every graphs table has; ``edge_vec`` was added later (see :func:`read_graphs`).
+BASE_COLUMNS = ("atomic_numbers", "edge_src", "edge_dst", "edge_dist")
 
 
 class GraphError(ValueError):
@@ -186,9 +193,10 @@ def gaussian_centers(cfg: GraphConfig) -> np.ndarray:
 def neighbor_graph(structure: Structure, cfg: GraphConfig) -> dict[str, np.ndarray]:
     """CGCNN neighbour list of one structure.
 
-    Returns ``atomic_numbers`` (int8, n), ``edge_src`` / ``edge_dst`` (int32) and
-    ``edge_dist`` (float32, Å): for each centre ``i`` the (up to) ``cfg.max_neighbors``
-    nearest neighbours within ``cfg.radius``, sorted by distance (ties by neighbour index).
+    Returns ``atomic_numbers`` (int8, n), ``edge_src`` / ``edge_dst`` (int32),
+    ``edge_dist`` (float32, Å) and ``edge_vec`` (float32, ``(E, 3)``, Å: neighbour image minus
+    centre): for each centre ``i`` the (up to) ``cfg.max_neighbors`` nearest neighbours within
+    ``cfg.radius``, sorted by distance (ties by neighbour index).
 
     Raises :class:`GraphError` for disordered sites, unknown elements or an isolated atom.
     """
@@ -203,12 +211,13 @@ def neighbor_graph(structure: Structure, cfg: GraphConfig) -> dict[str, np.ndarr
         raise GraphError(f"site {int(np.argmax(bad))} has no supported element (Z={int(z[bad][0])})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        center, neighbor, _images, dist = structure.get_neighbor_list(cfg.radius)
+        center, neighbor, images, dist = structure.get_neighbor_list(cfg.radius)
     center = np.asarray(center, dtype=np.int64)
     neighbor = np.asarray(neighbor, dtype=np.int64)
     dist = np.asarray(dist, dtype=np.float64)
+    images = np.asarray(images, dtype=np.float64).reshape(-1, 3)
     keep = dist > 1e-8  # self at distance 0 is never a neighbour
-    center, neighbor, dist = center[keep], neighbor[keep], dist[keep]
+    center, neighbor, dist, images = center[keep], neighbor[keep], dist[keep], images[keep]
     counts = np.bincount(center, minlength=n)
     if (counts == 0).any():
         i = int(np.argmin(counts))
@@ -216,15 +225,19 @@ def neighbor_graph(structure: Structure, cfg: GraphConfig) -> dict[str, np.ndarr
             f"isolated atom: site {i} ({structure[i].specie}) has no neighbour within {cfg.radius} Å"
         )
     order = np.lexsort((neighbor, dist, center))
-    center, neighbor, dist = center[order], neighbor[order], dist[order]
+    center, neighbor, dist, images = center[order], neighbor[order], dist[order], images[order]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(len(center)) - starts[center]
     sel = rank < cfg.max_neighbors
+    center, neighbor, images = center[sel], neighbor[sel], images[sel]
+    cart = structure.cart_coords
+    vec = cart[neighbor] + images @ structure.lattice.matrix - cart[center]
     return {
         "atomic_numbers": z.astype(np.int8),
-        "edge_src": neighbor[sel].astype(np.int32),
-        "edge_dst": center[sel].astype(np.int32),
+        "edge_src": neighbor.astype(np.int32),
+        "edge_dst": center.astype(np.int32),
         "edge_dist": dist[sel].astype(np.float32),
+        "edge_vec": vec.astype(np.float32),
     }
 
 
@@ -264,6 +277,7 @@ def graphs_table(rows: list[dict[str, Any]]) -> pa.Table:
                 "edge_src": r["edge_src"].tolist(),
                 "edge_dst": r["edge_dst"].tolist(),
                 "edge_dist": r["edge_dist"].tolist(),
+                "edge_vec": np.asarray(r["edge_vec"], dtype=np.float32).ravel().tolist(),
             }
             for r in rows
         ],
@@ -281,7 +295,7 @@ def build_graphs(
     """Stage: entries Parquet -> ``graphs.parquet`` (one row per material) + rejects.
 
     Columns: material_id, atomic_numbers list<int8>, edge_src / edge_dst list<int32>,
-    edge_dist list<float32> (Å).  Structures that cannot be featurised (isolated atom,
+    edge_dist list<float32> (Å), edge_vec list<float32> (3 per edge, Å).  Structures that cannot be featurised (isolated atom,
     disorder, unparseable) are written to ``rejects_path`` (material_id, stage, reason) and
     logged.  ``workers > 1`` uses a process pool.  Returns (graphs table, rejects frame).
     """
@@ -312,14 +326,17 @@ def build_graphs(
 
 
 def read_graphs(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """Read ``graphs.parquet`` into ``{material_id: {atomic_numbers, edge_src, edge_dst, edge_dist}}``.
+    """Read ``graphs.parquet`` into ``{material_id: {atomic_numbers, edge_src, edge_dst, edge_dist, edge_vec}}``.
 
+    ``edge_vec`` comes back as ``(E, 3)``; a table written before bond vectors were stored has
+    no ``edge_vec`` column and its graphs no ``edge_vec`` key (the models that need it say so).
     Uses the Arrow list offsets directly (one slice per material, no per-edge Python work).
     """
     table = pq.read_table(path)
     ids = table.column("material_id").to_pylist()
     cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in ("atomic_numbers", "edge_src", "edge_dst", "edge_dist"):
+    names = BASE_COLUMNS + (("edge_vec",) if "edge_vec" in table.column_names else ())
+    for name in names:
         arr = table.column(name).combine_chunks()
         offsets = arr.offsets.to_numpy()
         values = arr.flatten().to_numpy(zero_copy_only=False)
@@ -327,7 +344,8 @@ def read_graphs(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
         cols[name] = (offsets - base, values)
     out: dict[str, dict[str, np.ndarray]] = {}
     for k, material_id in enumerate(ids):
-        out[material_id] = {
-            name: values[offsets[k] : offsets[k + 1]] for name, (offsets, values) in cols.items()
-        }
+        g = {name: values[offsets[k] : offsets[k + 1]] for name, (offsets, values) in cols.items()}
+        if "edge_vec" in g:
+            g["edge_vec"] = g["edge_vec"].reshape(-1, 3)
+        out[material_id] = g
     return out

@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from matfuse.config import GraphConfig, ModelHyper, TextEncoderSettings
+from matfuse.models.alignn import ALIGNN, ALIGNNConfig
 from matfuse.models.cgcnn import CGCNN, CGCNNConfig
 from matfuse.models.crysmmnet import CrysMMNet
 from matfuse.models.matmmfuse import MatMMFuse
@@ -25,6 +26,7 @@ from matfuse.models.text_mlp import TextMLP
 from matfuse.registry import SPECS, spec
 
 __all__ = [
+    "ALIGNN",
     "CGCNN",
     "CrysMMNet",
     "MatMMFuse",
@@ -85,6 +87,9 @@ def model_kwargs(
     CGCNN keeps the reference head without dropout; ``hyper.dropout`` applies to the text MLP,
     the fusion attention, the CrysMMNet projection heads and the fine-tuned text head.
     ``text_encoder``: the encoder a token model fine-tunes (its weights are read at construction).
+    ALIGNN (``alignn`` and the backbone of ``crysmmnet_alignn``) keeps the reference's widths and
+    depths (its own :class:`~matfuse.models.alignn.ALIGNNConfig` defaults; ``hyper``'s CGCNN widths
+    do not apply), its distance RBFs spanning ``0..graph.radius``.
     """
     cg = CGCNNConfig(
         atom_fea_len=hyper.atom_fea_len,
@@ -125,4 +130,10 @@ def model_kwargs(
         }
     if name == "crysmmnet":
         return {"text_dim": text_dim, "graph": cg, "proj_dim": hyper.proj_dim, "dropout": hyper.dropout}
+    al = ALIGNNConfig(radius=graph.radius).model_dump()
+    if name == "alignn":
+        return al
+    if name == "crysmmnet_alignn":
+        return {"text_dim": text_dim, "backbone": "alignn", "graph": al, "activation": "relu",
+                "proj_dim": hyper.proj_dim, "dropout": hyper.dropout}
     raise ValueError(f"no kwargs mapping for model {name!r}; build it with build_model directly")

@@ -11,10 +11,11 @@ from typing import Any, Callable
 
 from torch import nn
 
+from matfuse.models.alignn import ALIGNN
 from matfuse.models.cgcnn import CGCNN
 from matfuse.models.mdl_cgcnn import MDLCGCNN
 
-GRAPH_BACKBONES: dict[str, Callable[..., nn.Module]] = {"cgcnn": CGCNN, "mdl_cgcnn": MDLCGCNN}
+GRAPH_BACKBONES: dict[str, Callable[..., nn.Module]] = {"cgcnn": CGCNN, "mdl_cgcnn": MDLCGCNN, "alignn": ALIGNN}
 
 
 def build_backbone(name: str, config: dict[str, Any]) -> nn.Module:
