@@ -27,9 +27,9 @@ from matfuse.tables import mean_std
 
 log = logging.getLogger(__name__)
 
-FUSION = ("matmmfuse", "matmmfuse_frozen", "matmmfuse_tokens", "crysmmnet")
+FUSION = ("matmmfuse", "matmmfuse_frozen", "matmmfuse_tokens", "crysmmnet", "crysmmnet_alignn")
 MODEL_ORDER = ["cgcnn", "cgcnn_paper", "text", "text_finetune", "matmmfuse", "matmmfuse_frozen", "matmmfuse_tokens",
-               "crysmmnet"]
+               "crysmmnet", "alignn", "crysmmnet_alignn"]
 TARGET_NAMES = {
     "formation_energy_per_atom": ("Formation energy", "eV/atom"),
     "band_gap": ("Band gap", "eV"),
