@@ -1,0 +1,372 @@
+"""Stability of crystals: CHGNet relaxation and energy above a local, self-consistent hull.
+
+Two E_hull columns, each on one consistent energy scale:
+
+* ``e_hull_chgnet`` (eV/atom): the structure is relaxed with CHGNet (pretrained 0.3.0 weights that
+  ship in the ``chgnet`` wheel, FIRE + FrechetCellFilter, one torch thread per job) and compared
+  with the hull of the *reference phases*: the <= 20-site MP entries of the training split only
+  (never test entries), themselves relaxed by the same CHGNet with the same settings, in every
+  sub-system of the structure's chemical system. Reference energies are cached per CHGNet version,
+  checkpoint hash and relaxation settings (:class:`ReferenceCache`, Parquet). An element without a
+  local unary phase gets a *fitted chemical potential*: a least-squares fit of
+  ``E_CHGNet(ref) - Ef_DFT(ref) = sum_el x_el mu_el`` over the references that contain it (``x`` the
+  atomic fractions, ``Ef_DFT`` the reference's MP formation energy per atom, the other elements'
+  ``mu`` fixed at their lowest local unary energy), added to the hull as a pseudo-unary entry.
+  Negative values (below the reference hull) are kept.
+* ``e_hull_model`` (eV/atom): the project's own formation-energy model (shipped CGCNN
+  ``mp20-formation-energy-cgcnn``, mean over its seeds) predicts Ef of the relaxed structure,
+  compared with the hull of the training split's DFT formation energies + the elements at 0 eV/atom
+  (the collection's hull of :mod:`matfuse.hull`, training entries only).
+
+Neither is Materials Project's DFT hull (FlowLLM/FlowMM use DFT with MP2020 corrections against the
+Matbench-Discovery hull): both are proxies; :func:`matfuse.generate.evaluate.calibrate` measures how
+far they are from DFT ``e_above_hull`` on real MP-20 test structures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from matfuse.io import write_parquet
+
+log = logging.getLogger(__name__)
+
+CHGNET_MODEL = "0.3.0"
+
+
+# --------------------------------------------------------------------------- CHGNet
+@lru_cache(maxsize=1)
+def chgnet_info() -> dict[str, str]:
+    """Version of the chgnet package and path + sha256 of the 0.3.0 checkpoint it ships."""
+    import chgnet
+
+    root = Path(chgnet.__file__).parent / "pretrained" / CHGNET_MODEL
+    files = sorted(root.glob("*.pth.tar"))
+    if not files:
+        raise FileNotFoundError(f"chgnet {chgnet.__version__}: no {CHGNET_MODEL} checkpoint under {root}")
+    sha = hashlib.sha256(files[0].read_bytes()).hexdigest()
+    return {"chgnet_version": str(chgnet.__version__), "model": CHGNET_MODEL, "checkpoint": files[0].name,
+            "checkpoint_sha256": sha}
+
+
+@lru_cache(maxsize=1)
+def load_chgnet():
+    from chgnet.model import CHGNet
+
+    info = chgnet_info()
+    log.info("CHGNet %s (package %s), checkpoint %s sha256 %s", info["model"], info["chgnet_version"],
+             info["checkpoint"], info["checkpoint_sha256"])
+    return CHGNet.load(model_name=CHGNET_MODEL, use_device="cpu", verbose=False)
+
+
+@lru_cache(maxsize=1)
+def _optimizer():
+    import contextlib
+    import io
+
+    from chgnet.model import StructOptimizer
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the device
+        return StructOptimizer(model=load_chgnet(), optimizer_class="FIRE", use_device="cpu")
+
+
+@dataclass(frozen=True)
+class RelaxSettings:
+    steps: int = 500
+    fmax: float = 0.1
+    relax_cell: bool = True
+    threads: int = 1
+
+    def key(self) -> str:
+        return f"steps{self.steps}-fmax{self.fmax:g}-cell{int(self.relax_cell)}"
+
+
+def relax_one(structure: Any, settings: RelaxSettings) -> dict[str, Any]:
+    """Relax one pymatgen Structure with CHGNet. Returns a record (never raises for a bad structure).
+
+    Keys: ``energy_per_atom`` (eV/atom, CHGNet of the final structure; NaN on failure),
+    ``relaxed`` (the final Structure or None), ``n_steps``, ``converged`` (max force <= fmax at the
+    end), ``relax_time_s``, ``relax_reason`` (None or why it failed).
+    """
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    out: dict[str, Any] = {"energy_per_atom": math.nan, "relaxed": None, "n_steps": 0, "converged": False,
+                           "relax_time_s": 0.0, "relax_reason": None}
+    if structure is None:
+        out["relax_reason"] = "no structure"
+        return out
+    t0 = time.perf_counter()
+    try:
+        opt = _optimizer()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if settings.steps > 0:
+                res = opt.relax(structure.copy(), fmax=settings.fmax, steps=settings.steps,
+                                relax_cell=settings.relax_cell, verbose=False)
+                final = res["final_structure"]
+                traj = res["trajectory"]
+                n_steps = len(traj.energies)
+            else:
+                final, n_steps = structure.copy(), 0
+            pred = load_chgnet().predict_structure(final)
+        e = float(pred["e"])
+        if not math.isfinite(e):
+            raise ValueError(f"non-finite CHGNet energy {e}")
+        # FIRE stops before the step cap only when its (cell-filter) forces are <= fmax
+        out.update(energy_per_atom=e, relaxed=final, n_steps=int(n_steps),
+                   converged=bool(settings.steps > 0 and n_steps < settings.steps))
+    except Exception as exc:  # CHGNet/ASE raise many types on exploding or degenerate cells
+        out["relax_reason"] = f"CHGNet relaxation failed: {type(exc).__name__}: {str(exc)[:200]}"
+    out["relax_time_s"] = time.perf_counter() - t0
+    return out
+
+
+# --------------------------------------------------------------------------- reference phases
+def _structure_key(structure: Any) -> str:
+    from matfuse.structures import structure_hash
+
+    return structure_hash(structure)
+
+
+class ReferenceCache:
+    """CHGNet energies of reference phases, one Parquet per CHGNet version / checkpoint / settings.
+
+    Columns: ``material_id, structure_hash, formula, energy_per_atom, n_steps, converged,
+    relax_time_s, relax_reason``. A row is reused only when id *and* input structure hash match.
+    """
+
+    COLUMNS = ["material_id", "structure_hash", "formula", "energy_per_atom", "n_steps", "converged",
+               "relax_time_s", "relax_reason"]
+
+    def __init__(self, cache_dir: str | Path, settings: RelaxSettings):
+        info = chgnet_info()
+        self.settings = settings
+        self.path = (Path(cache_dir) / f"chgnet-{info['chgnet_version']}-{info['model']}-"
+                     f"{info['checkpoint_sha256'][:12]}" / f"references-{settings.key()}.parquet")
+
+    def read(self) -> pd.DataFrame:
+        if self.path.exists():
+            return pd.read_parquet(self.path)
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in self.COLUMNS})
+
+    def energies(self, refs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """CHGNet energies of ``refs`` (columns material_id, formula, structure: pymatgen Structures).
+
+        Computes the ones not cached yet, appends them to the cache (atomic rewrite) and returns
+        (rows for ``refs`` in cache format, cost: n_cached, n_computed, seconds).
+        """
+        have = self.read()
+        hashes = [_structure_key(s) for s in refs["structure"]]
+        known = {(str(m), h) for m, h in zip(have["material_id"], have["structure_hash"])}
+        todo = [k for k, (m, h) in enumerate(zip(refs["material_id"], hashes)) if (str(m), h) not in known]
+        t0 = time.perf_counter()
+        new = []
+        for k in todo:
+            r = relax_one(refs["structure"].iloc[k], self.settings)
+            new.append({"material_id": str(refs["material_id"].iloc[k]), "structure_hash": hashes[k],
+                        "formula": str(refs["formula"].iloc[k]), "energy_per_atom": r["energy_per_atom"],
+                        "n_steps": r["n_steps"], "converged": r["converged"], "relax_time_s": r["relax_time_s"],
+                        "relax_reason": r["relax_reason"]})
+        seconds = time.perf_counter() - t0
+        if new:
+            have = pd.concat([have, pd.DataFrame(new, columns=self.COLUMNS)], ignore_index=True)
+            have["energy_per_atom"] = have["energy_per_atom"].astype(float)
+            write_parquet(have.astype({"material_id": str, "structure_hash": str, "formula": str}), self.path)
+            log.info("reference cache %s: %d computed in %.1f s, %d reused", self.path, len(new), seconds,
+                     len(refs) - len(new))
+        key = {(str(m), h): i for i, (m, h) in enumerate(zip(have["material_id"], have["structure_hash"]))}
+        rows = have.iloc[[key[(str(m), h)] for m, h in zip(refs["material_id"], hashes)]].reset_index(drop=True)
+        return rows, {"n_references": len(refs), "n_cached": len(refs) - len(new), "n_computed": len(new),
+                      "seconds": seconds, "cache": str(self.path)}
+
+
+def chemical_system(comp: Any) -> frozenset[str]:
+    return frozenset(el.symbol for el in comp.elements)
+
+
+def _subsystems(system: frozenset[str]) -> list[frozenset[str]]:
+    els = sorted(system)
+    return [frozenset(c) for r in range(1, len(els) + 1) for c in combinations(els, r)]
+
+
+def needed_references(ref_systems: Sequence[frozenset[str]], sample_systems: Sequence[frozenset[str]]) -> np.ndarray:
+    """Mask of the references whose chemical system lies inside one of the samples' systems."""
+    subs: set[frozenset[str]] = set()
+    for s in set(sample_systems):
+        subs.update(_subsystems(s))
+    return np.array([s in subs for s in ref_systems], dtype=bool)
+
+
+def fit_chemical_potentials(comps: Sequence[Any], chgnet_e: Sequence[float], dft_ef: Sequence[float],
+                            known: dict[str, float], missing: Sequence[str]) -> dict[str, float]:
+    """Chemical potentials (eV/atom, CHGNet scale) of elements without a unary reference phase.
+
+    Least squares of ``E_CHGNet - Ef_DFT - sum_known x_el mu_el = sum_missing x_el mu_el`` over the
+    references that contain a missing element and whose other elements are known (``x`` atomic
+    fractions). Elements no such reference determines are left out of the result.
+    """
+    missing = sorted(set(missing))
+    if not missing:
+        return {}
+    rows, ys = [], []
+    for comp, e, ef in zip(comps, chgnet_e, dft_ef):
+        if not (math.isfinite(e) and math.isfinite(ef)):
+            continue
+        frac = {el.symbol: comp.get_atomic_fraction(el) for el in comp.elements}
+        if not any(m in frac for m in missing) or any(el not in known and el not in missing for el in frac):
+            continue
+        rows.append([frac.get(m, 0.0) for m in missing])
+        ys.append(e - ef - sum(x * known[el] for el, x in frac.items() if el in known))
+    if not rows:
+        return {}
+    a, y = np.asarray(rows), np.asarray(ys)
+    determined = [j for j in range(len(missing)) if np.any(a[:, j] > 0)]
+    sol, *_ = np.linalg.lstsq(a[:, determined], y, rcond=None)
+    return {missing[j]: float(v) for j, v in zip(determined, sol)}
+
+
+class LocalHull:
+    """Hulls over reference entries (composition, energy per atom), one PhaseDiagram per system."""
+
+    def __init__(self, comps: Sequence[Any], energies: Sequence[float], names: Sequence[str],
+                 mu: dict[str, float] | None = None):
+        from pymatgen.analysis.phase_diagram import PDEntry
+        from pymatgen.core import Composition
+
+        self.by_system: dict[frozenset[str], list] = {}
+        for comp, e, name in zip(comps, energies, names):
+            if math.isfinite(e):
+                self.by_system.setdefault(chemical_system(comp), []).append(PDEntry(comp, e * comp.num_atoms, name=name))
+        self.mu = dict(mu or {})
+        for el, m in self.mu.items():
+            self.by_system.setdefault(frozenset([el]), []).append(
+                PDEntry(Composition(el), m, name=f"{el} (fitted chemical potential)"))
+        self._diagrams: dict[frozenset[str], Any] = {}
+
+    def diagram(self, system: frozenset[str]):
+        from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+        if system not in self._diagrams:
+            lacking = [el for el in sorted(system) if not self.by_system.get(frozenset([el]))]
+            if lacking:
+                self._diagrams[system] = f"no unary reference or fitted chemical potential for {', '.join(lacking)}"
+            else:
+                entries = [e for sub in _subsystems(system) for e in self.by_system.get(sub, ())]
+                self._diagrams[system] = PhaseDiagram(entries)
+        return self._diagrams[system]
+
+    def e_above_hull(self, comp: Any, energy_per_atom: float) -> tuple[float, str | None]:
+        """(E - E_hull at comp) in eV/atom, negative below the hull; (NaN, reason) when impossible."""
+        from pymatgen.analysis.phase_diagram import PDEntry
+
+        if not math.isfinite(energy_per_atom):
+            return math.nan, "no energy"
+        d = self.diagram(chemical_system(comp))
+        if isinstance(d, str):
+            return math.nan, d
+        entry = PDEntry(comp, energy_per_atom * comp.num_atoms)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, e = d.get_decomp_and_e_above_hull(entry, allow_negative=True)
+        return float(e), None
+
+
+def chgnet_reference_hull(train: pd.DataFrame, sample_comps: Sequence[Any], cache: ReferenceCache,
+                          energy_column: str = "formation_energy_per_atom") -> tuple[LocalHull, dict[str, Any]]:
+    """The CHGNet hull of the training references in the samples' chemical systems.
+
+    ``train``: material_id, formula, structure (Structures), and ``energy_column`` (DFT Ef, used
+    only to fit chemical potentials of elements without a local unary phase).
+    """
+    from pymatgen.core import Composition
+
+    comps = [Composition(str(f)) for f in train["formula"]]
+    systems = [chemical_system(c) for c in comps]
+    sample_systems = [chemical_system(c) for c in sample_comps if c is not None]
+    mask = needed_references(systems, sample_systems)
+    refs = train.loc[mask].reset_index(drop=True)
+    rcomps = [c for c, m in zip(comps, mask) if m]
+    rows, cost = cache.energies(refs)
+    e = rows["energy_per_atom"].astype(float).to_numpy()
+    known: dict[str, float] = {}
+    for c, en in zip(rcomps, e):
+        if len(c.elements) == 1 and math.isfinite(en):
+            el = c.elements[0].symbol
+            known[el] = min(known.get(el, math.inf), float(en))
+    elements = set().union(*sample_systems) if sample_systems else set()
+    missing = sorted(elements - set(known))
+    ef = pd.to_numeric(refs[energy_column], errors="coerce").to_numpy(dtype=float) if energy_column in refs else np.full(len(refs), np.nan)
+    mu = fit_chemical_potentials(rcomps, e, ef, known, missing)
+    cost.update(n_sample_systems=len(set(sample_systems)), fitted_mu=mu,
+                unfitted=[m for m in missing if m not in mu], relax_failures=int((~np.isfinite(e)).sum()))
+    log.info("CHGNet reference hull: %d references in %d sample systems; fitted chemical potentials %s",
+             len(refs), len(set(sample_systems)), {k: round(v, 3) for k, v in mu.items()} or "none")
+    return LocalHull(rcomps, e, refs["material_id"].astype(str).tolist(), mu), cost
+
+
+def collection_hull(train: pd.DataFrame, energy_column: str = "formation_energy_per_atom") -> LocalHull:
+    """Hull of the training entries' DFT formation energies + every element at 0 eV/atom."""
+    from pymatgen.core import Composition
+
+    comps = [Composition(str(f)) for f in train["formula"]]
+    e = pd.to_numeric(train[energy_column], errors="coerce").to_numpy(dtype=float)
+    elements = sorted({el.symbol for c in comps for el in c.elements})
+    return LocalHull(comps, e, train["material_id"].astype(str).tolist(), {el: 0.0 for el in elements})
+
+
+# --------------------------------------------------------------------------- own formation-energy model
+def predict_formation_energy(structures: Sequence[Any], ids: Sequence[str], model: str = "mp20-formation-energy-cgcnn",
+                             work_dir: str | Path | None = None) -> pd.Series:
+    """Ef (eV/atom, mean over the model's seeds) of Structures with a shipped or trained model.
+
+    Goes through the workflow's own stages (ingest checks, graphs, :func:`matfuse.predict.predict`);
+    structures that fail them get NaN. Returns a Series indexed by id.
+    """
+    import json
+    import tempfile
+
+    from matfuse.cli import _model_config, ensemble_members
+    from matfuse.config import DatasetConfig, GraphConfig, TableSource
+    from matfuse.graphs.build import build_graphs
+    from matfuse.ingest import canonicalise
+    from matfuse.predict import predict
+    from matfuse.structures import dump_structure
+
+    keep = [(str(i), s) for i, s in zip(ids, structures) if s is not None]
+    out = pd.Series(np.nan, index=[str(i) for i in ids], dtype=float)
+    if not keep:
+        return out
+    raw = pd.DataFrame({"material_id": [i for i, _ in keep], "structure": [dump_structure(s) for _, s in keep],
+                        "structure_format": "pymatgen", "provenance": json.dumps({"source": "generate"})})
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        work = Path(tmp)
+        ds_cfg = DatasetConfig(source=TableSource(path="-", formula_column=None, nsites_column=None), max_sites=10_000)
+        entries, rejects = canonicalise(raw, ds_cfg, "generate", workers=1)
+        for r in rejects.itertuples():
+            log.info("own model: %s not predicted (%s: %s)", r.material_id, r.stage, r.reason)
+        entries_path = work / "entries.parquet"
+        write_parquet(entries, entries_path)
+        preds = []
+        for member in ensemble_members(model):
+            gcfg = GraphConfig.model_validate(_model_config(member)["graph"])
+            graphs_path = work / f"graphs-{hashlib.sha256(repr(gcfg.model_dump()).encode()).hexdigest()[:8]}.parquet"
+            if not graphs_path.exists():
+                build_graphs(entries_path, graphs_path, gcfg, work / "graphs.rejects.parquet")
+            p = predict(member, entries_path, None, graphs_path, None, work / f"pred{len(preds)}.parquet", device="cpu")
+            preds.append(p.set_index("material_id")["y_pred"].astype(float))
+    mean = pd.concat(preds, axis=1).mean(axis=1)
+    out.loc[mean.index.astype(str)] = mean.to_numpy()
+    return out
