@@ -187,6 +187,26 @@ def test_fitted_chemical_potential_matches_the_unary_it_replaces(mp, tmp_path):
     assert mu["Ni"] == pytest.approx(unary["Ni"], abs=0.15)
 
 
+def test_element_without_any_local_phase_gets_a_chemical_potential_from_elsewhere(mp, tmp_path):
+    # KBr as the sample; training: K, Li, Cs unaries, LiBr and CsBr compounds - no Br unary and no K-Br phase
+    ids = ["mp-972981", "mp-23259", "mp-976280", "mp-22906", "mp-571222", "mp-1"]
+    ids += mp.loc[mp["formula"] == "Li", "material_id"].tolist()
+    rows = mp[mp["material_id"].isin(ids)]
+    train = pd.DataFrame({"material_id": rows["material_id"], "formula": rows["formula"],
+                          "structure": [_structure(mp, m) for m in rows["material_id"]],
+                          "formation_energy_per_atom": rows["formation_energy_per_atom"]}).reset_index(drop=True)
+    cache = st.ReferenceCache(tmp_path, st.RelaxSettings(steps=200))
+    hull, cost = st.chgnet_reference_hull(train, [Composition("KBr")], cache)
+    assert set(cost["fitted_mu"]) == {"Br"} and cost["unfitted"] == []
+    assert cost["mu_fit_extra_references"] >= 4  # LiBr, CsBr + the Li and Cs unaries
+    kbr = mp[mp["material_id"] == "mp-23251"]
+    r = st.relax_one(_structure(mp, "mp-23251"), st.RelaxSettings(steps=200))
+    e, why = hull.e_above_hull(Composition("KBr"), r["energy_per_atom"])
+    # the only K-Br compound: its E_hull is its formation energy on this scale, close to DFT's
+    assert why is None
+    assert e == pytest.approx(float(kbr["formation_energy_per_atom"].iloc[0]), abs=0.25)
+
+
 # --------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_evaluate_method_and_calibration_on_real_structures(mp, tmp_path):

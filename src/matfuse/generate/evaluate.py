@@ -789,3 +789,31 @@ def split_table(entries_path: str | Path, splits_path: str | Path, split: str, o
         out = out[out["nsites"] <= max_sites].reset_index(drop=True)
     write_parquet(out, out_path)
     return out
+
+
+def reference_stage(samples_paths: Sequence[str | Path], train_path: str | Path, cfg: EvalConfig,
+                    shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
+    """Stage function (optional, before :func:`evaluate_method`): fill the CHGNet reference cache for
+    the union of the chemical systems of several methods' samples, shard ``shard`` of ``n_shards``
+    (references ``shard::n_shards`` of the needed ones, so jobs on several cores share the work;
+    the cache merges under a file lock). Returns the cost (references, computed, seconds)."""
+    from matfuse.generate import stability as st
+
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}")
+    systems = set()
+    for p in samples_paths:
+        for s in read_structures_table(p)["structure"]:
+            if s is not None:
+                systems.add(st.chemical_system(s.composition))
+    train = _train_table(train_path)
+    ref_systems = [st.chemical_system(s.composition) for s in train["structure"]]
+    mask = st.needed_references(ref_systems, list(systems))
+    refs = train.loc[mask].reset_index(drop=True).iloc[shard::n_shards]
+    settings = st.RelaxSettings(steps=cfg.relax_steps if cfg.relax != "none" else 0, fmax=cfg.relax_fmax,
+                                relax_cell=cfg.relax_cell, threads=cfg.chgnet_threads)
+    _, cost = st.ReferenceCache(cfg.cache_dir, settings).energies(refs)
+    cost.update(n_sample_systems=len(systems), shard=shard, n_shards=n_shards, n_needed_total=int(mask.sum()))
+    log.info("references shard %d/%d: %d of %d needed, %d computed in %.0f s", shard, n_shards, len(refs),
+             int(mask.sum()), cost["n_computed"], cost["seconds"])
+    return cost

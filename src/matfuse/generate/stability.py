@@ -160,36 +160,58 @@ class ReferenceCache:
     def read(self) -> pd.DataFrame:
         if self.path.exists():
             return pd.read_parquet(self.path)
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in self.COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("energy_per_atom", "relax_time_s") else object)
+                             for c in self.COLUMNS})
 
-    def energies(self, refs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    def _merge(self, new: list[dict[str, Any]]) -> pd.DataFrame:
+        """Append ``new`` rows to the cache file under a lock (parallel jobs share one cache):
+        re-read, add, drop repeats, atomic rewrite. Returns the merged table."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            have = self.read()
+            add = pd.DataFrame(new, columns=self.COLUMNS)
+            merged = pd.concat([have, add], ignore_index=True) if len(have) else add
+            merged = merged.drop_duplicates(["material_id", "structure_hash"], keep="first").reset_index(drop=True)
+            merged = merged.astype({"material_id": str, "structure_hash": str, "formula": str,
+                                    "energy_per_atom": float, "relax_time_s": float})
+            write_parquet(merged, self.path)
+        return merged
+
+    def energies(self, refs: pd.DataFrame, flush_every: int = 100) -> tuple[pd.DataFrame, dict[str, Any]]:
         """CHGNet energies of ``refs`` (columns material_id, formula, structure: pymatgen Structures).
 
-        Computes the ones not cached yet, appends them to the cache (atomic rewrite) and returns
-        (rows for ``refs`` in cache format, cost: n_cached, n_computed, seconds).
+        Computes the ones not cached yet, adds them to the cache every ``flush_every`` structures
+        (a crash loses at most that many) and returns (rows for ``refs`` in cache format, cost:
+        n_cached, n_computed, seconds).
         """
         have = self.read()
         hashes = [_structure_key(s) for s in refs["structure"]]
         known = {(str(m), h) for m, h in zip(have["material_id"], have["structure_hash"])}
         todo = [k for k, (m, h) in enumerate(zip(refs["material_id"], hashes)) if (str(m), h) not in known]
         t0 = time.perf_counter()
-        new = []
+        new: list[dict[str, Any]] = []
+        n_new = 0
         for k in todo:
             r = relax_one(refs["structure"].iloc[k], self.settings)
             new.append({"material_id": str(refs["material_id"].iloc[k]), "structure_hash": hashes[k],
                         "formula": str(refs["formula"].iloc[k]), "energy_per_atom": r["energy_per_atom"],
                         "n_steps": r["n_steps"], "converged": r["converged"], "relax_time_s": r["relax_time_s"],
                         "relax_reason": r["relax_reason"]})
-        seconds = time.perf_counter() - t0
+            if len(new) >= flush_every:
+                have, n_new = self._merge(new), n_new + len(new)
+                new = []
         if new:
-            have = pd.concat([have, pd.DataFrame(new, columns=self.COLUMNS)], ignore_index=True)
-            have["energy_per_atom"] = have["energy_per_atom"].astype(float)
-            write_parquet(have.astype({"material_id": str, "structure_hash": str, "formula": str}), self.path)
-            log.info("reference cache %s: %d computed in %.1f s, %d reused", self.path, len(new), seconds,
-                     len(refs) - len(new))
+            have, n_new = self._merge(new), n_new + len(new)
+        seconds = time.perf_counter() - t0
+        if n_new:
+            log.info("reference cache %s: %d computed in %.1f s, %d reused", self.path, n_new, seconds,
+                     len(refs) - n_new)
         key = {(str(m), h): i for i, (m, h) in enumerate(zip(have["material_id"], have["structure_hash"]))}
         rows = have.iloc[[key[(str(m), h)] for m, h in zip(refs["material_id"], hashes)]].reset_index(drop=True)
-        return rows, {"n_references": len(refs), "n_cached": len(refs) - len(new), "n_computed": len(new),
+        return rows, {"n_references": len(refs), "n_cached": len(refs) - n_new, "n_computed": n_new,
                       "seconds": seconds, "cache": str(self.path)}
 
 
@@ -284,12 +306,25 @@ class LocalHull:
         return float(e), None
 
 
+def _unary_energies(comps: Sequence[Any], e: Sequence[float]) -> dict[str, float]:
+    known: dict[str, float] = {}
+    for c, en in zip(comps, e):
+        if len(c.elements) == 1 and math.isfinite(en):
+            el = c.elements[0].symbol
+            known[el] = min(known.get(el, math.inf), float(en))
+    return known
+
+
 def chgnet_reference_hull(train: pd.DataFrame, sample_comps: Sequence[Any], cache: ReferenceCache,
-                          energy_column: str = "formation_energy_per_atom") -> tuple[LocalHull, dict[str, Any]]:
+                          energy_column: str = "formation_energy_per_atom",
+                          mu_fit_refs: int = 20) -> tuple[LocalHull, dict[str, Any]]:
     """The CHGNet hull of the training references in the samples' chemical systems.
 
     ``train``: material_id, formula, structure (Structures), and ``energy_column`` (DFT Ef, used
-    only to fit chemical potentials of elements without a local unary phase).
+    only to fit chemical potentials of elements without a local unary phase). An element that the
+    references inside the samples' systems cannot fit gets a second fit from up to ``mu_fit_refs``
+    training compounds elsewhere that contain it (smallest cells first) whose other elements have a
+    unary phase (those unaries are computed too); still none: E_hull NaN with the reason.
     """
     from pymatgen.core import Composition
 
@@ -301,19 +336,42 @@ def chgnet_reference_hull(train: pd.DataFrame, sample_comps: Sequence[Any], cach
     rcomps = [c for c, m in zip(comps, mask) if m]
     rows, cost = cache.energies(refs)
     e = rows["energy_per_atom"].astype(float).to_numpy()
-    known: dict[str, float] = {}
-    for c, en in zip(rcomps, e):
-        if len(c.elements) == 1 and math.isfinite(en):
-            el = c.elements[0].symbol
-            known[el] = min(known.get(el, math.inf), float(en))
+    known = _unary_energies(rcomps, e)
     elements = set().union(*sample_systems) if sample_systems else set()
     missing = sorted(elements - set(known))
-    ef = pd.to_numeric(refs[energy_column], errors="coerce").to_numpy(dtype=float) if energy_column in refs else np.full(len(refs), np.nan)
+    ef_all = (pd.to_numeric(train[energy_column], errors="coerce").to_numpy(dtype=float) if energy_column in train
+              else np.full(len(train), np.nan))
+    ef = ef_all[mask]
     mu = fit_chemical_potentials(rcomps, e, ef, known, missing)
+    extra_cost = {"n_references": 0, "n_computed": 0, "seconds": 0.0}
+    still = [m for m in missing if m not in mu]
+    if still and mu_fit_refs > 0:
+        unary_els = {c.elements[0].symbol for c in comps if len(c.elements) == 1}
+        nsites = np.array([len(s) for s in train["structure"]])
+        pick: set[int] = set()
+        for el in still:
+            cand = [k for k, c in enumerate(comps) if el in systems[k] and len(systems[k]) > 1 and not mask[k]
+                    and all(o in unary_els for o in systems[k] - {el}) and math.isfinite(ef_all[k])]
+            cand.sort(key=lambda k: (nsites[k], str(train["material_id"].iloc[k])))
+            pick.update(cand[:mu_fit_refs])
+        others = {o for k in pick for o in systems[k]} - set(known)
+        pick.update(k for k, c in enumerate(comps) if len(c.elements) == 1 and c.elements[0].symbol in others and not mask[k])
+        if pick:
+            idx = sorted(pick)
+            xrows, extra_cost = cache.energies(train.iloc[idx].reset_index(drop=True))
+            xe = xrows["energy_per_atom"].astype(float).to_numpy()
+            xcomps = [comps[k] for k in idx]
+            known2 = {**_unary_energies(xcomps, xe), **known}
+            mu.update(fit_chemical_potentials(rcomps + xcomps, np.concatenate([e, xe]),
+                                              np.concatenate([ef, ef_all[idx]]), known2, still))
     cost.update(n_sample_systems=len(set(sample_systems)), fitted_mu=mu,
-                unfitted=[m for m in missing if m not in mu], relax_failures=int((~np.isfinite(e)).sum()))
-    log.info("CHGNet reference hull: %d references in %d sample systems; fitted chemical potentials %s",
-             len(refs), len(set(sample_systems)), {k: round(v, 3) for k, v in mu.items()} or "none")
+                unfitted=[m for m in missing if m not in mu], relax_failures=int((~np.isfinite(e)).sum()),
+                mu_fit_extra_references=extra_cost["n_references"], mu_fit_extra_computed=extra_cost["n_computed"],
+                mu_fit_extra_seconds=extra_cost["seconds"])
+    cost["seconds"] += extra_cost["seconds"]
+    log.info("CHGNet reference hull: %d references in %d sample systems; fitted chemical potentials %s%s",
+             len(refs), len(set(sample_systems)), {k: round(v, 3) for k, v in mu.items()} or "none",
+             f"; none for {cost['unfitted']}" if cost["unfitted"] else "")
     return LocalHull(rcomps, e, refs["material_id"].astype(str).tolist(), mu), cost
 
 
