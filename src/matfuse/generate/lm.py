@@ -31,6 +31,7 @@ from torch import nn
 
 from matfuse import kit
 from matfuse.generate.text import (
+    ELEMENTS,
     CrystalTokenizer,
     ParseFailure,
     TextFormat,
@@ -139,6 +140,20 @@ def encode_structures(
     return out
 
 
+def length_buckets(lengths: Sequence[int], batch_size: int, rng: np.random.Generator, pool: int = 16) -> list[np.ndarray]:
+    """Random batches of similar lengths (less padding): a random order cut into pools of
+    ``pool`` batches, each pool sorted by length and cut into batches, the batches shuffled."""
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    batches = []
+    step = batch_size * pool
+    for k in range(0, len(order), step):
+        part = order[k: k + step]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[j: j + batch_size] for j in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def lm_loss(model: CrystalLM, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over the real (unpadded) target tokens, and their count."""
     logits = model(ids, mask)[:, :-1]
@@ -170,9 +185,8 @@ def train_lm(
 
     def batches():
         ids = encode_structures(train, tok, fmt, rng, settings.augment, settings.cond_fraction, settings.n_positions)
-        order = rng.permutation(len(ids))
-        for k in range(0, len(order), settings.batch_size):
-            yield _pad([ids[i] for i in order[k: k + settings.batch_size]], tok.pad_id)
+        for chunk in length_buckets([len(x) for x in ids], settings.batch_size, rng):
+            yield _pad([ids[i] for i in chunk], tok.pad_id)
 
     def loss_of(batch):
         ids, mask = (t.to(device) for t in batch)
@@ -248,13 +262,20 @@ def sample_ids(
     batch_size: int = 64,
     max_length: int | None = None,
     seed: int = 0,
+    species: Sequence[dict[str, int] | None] | None = None,
 ) -> list[list[int]]:
     """Complete every prompt (token ids) until <eos> or ``max_length`` tokens; ids incl. the prompt.
 
-    Autoregressive with the KV cache (``past_key_values``): the prompt is read once, then one token
-    per step. Prompts of equal length share a batch (no padding inside a prompt).
+    Autoregressive with the KV cache: the prompt is read once, then one token per step. Prompts
+    of equal length share a batch (no padding inside a prompt).
+
+    ``species`` (one element -> count dict per prompt, or None): constrained decoding — an element
+    token is allowed only while that element has atoms left, <eos> only when none are left, and
+    no new site line is started after the last atom (so a parsed sample has exactly these species).
     """
     tok = CrystalTokenizer()
+    element_ids = torch.tensor([tok.index[e] for e in ELEMENTS], dtype=torch.long)
+    newline_id = tok.index["\n"]
     model.eval()
     device = next(model.parameters()).device
     max_length = min(max_length or model.kwargs["n_positions"], model.kwargs["n_positions"])
@@ -272,8 +293,35 @@ def sample_ids(
             past, logits = _cache_of(res), res.logits[:, -1]
             seqs = ids.cpu()
             done = torch.zeros(len(idx), dtype=torch.bool)
+            left = None
+            if species is not None:
+                left = [None if species[i] is None else {tok.index[e]: int(n) for e, n in species[i].items()} for i in idx]
+                newlines = [0] * len(idx)
             for _ in range(max_length - length):
-                nxt = _top_p_sample(logits.cpu(), temperature, top_p, gen)
+                logits = logits.cpu()
+                if left is not None:
+                    logits = logits.clone()
+                    for row, rem in enumerate(left):
+                        if rem is None or bool(done[row]):
+                            continue
+                        ban = torch.zeros(len(tok.tokens), dtype=torch.bool)
+                        ban[element_ids] = True
+                        ok = [t for t, n in rem.items() if n > 0]
+                        ban[ok] = False
+                        if ok:
+                            ban[tok.eos_id] = True
+                        elif newlines[row] >= 2:
+                            ban[newline_id] = True
+                        logits[row, ban] = -float("inf")
+                nxt = _top_p_sample(logits, temperature, top_p, gen)
+                if left is not None:
+                    for row, rem in enumerate(left):
+                        t = int(nxt[row])
+                        if rem is not None and not bool(done[row]):
+                            if t in rem:
+                                rem[t] -= 1
+                            elif t == newline_id:
+                                newlines[row] += 1
                 nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
                 seqs = torch.cat([seqs, nxt[:, None]], dim=1)
                 done |= nxt == tok.eos_id
@@ -321,8 +369,10 @@ def sample_crystals(
     top_p: float = 1.0,
     batch_size: int = 64,
     seed: int = 0,
+    constrain: bool = False,
 ) -> list[Sample]:
-    """``n`` unconditional samples, or one per formula of ``formulas`` (formula-conditioned)."""
+    """``n`` unconditional samples, or one per formula of ``formulas`` (formula-conditioned;
+    ``constrain``: constrained decoding to exactly the formula's species, see :func:`sample_ids`)."""
     tok = CrystalTokenizer()
     if formulas is not None:
         prompts = [tok.prompt(list(f)) for f in formulas]
@@ -330,7 +380,8 @@ def sample_crystals(
         prompts = [tok.prompt(None) for _ in range(n)]
     else:
         raise ValueError("give n (unconditional) or formulas (conditioned)")
-    ids = sample_ids(model, prompts, temperature, top_p, batch_size, seed=seed)
+    species = [dict(f) for f in formulas] if constrain and formulas is not None else None
+    ids = sample_ids(model, prompts, temperature, top_p, batch_size, seed=seed, species=species)
     return decode_samples(ids, model.text_format, conditioned=formulas is not None)
 
 
