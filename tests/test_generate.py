@@ -281,6 +281,22 @@ def test_tiny_lm_learns_and_samples_parseable_crystals(tiny_lm):
             assert s.error
 
 
+def test_constrained_decoding_writes_exactly_the_prompted_species(tiny_lm):
+    from matfuse.generate.lm import sample_crystals
+
+    model, _, small = tiny_lm
+    formulas = [cell_formula(s) for s in small[:24]]
+    cond = sample_crystals(model, formulas=formulas, temperature=0.5, top_p=0.9, seed=2, constrain=True)
+    parsed = 0
+    for f, s in zip(formulas, cond):
+        if s.structure is not None:
+            assert cell_formula(s.structure) == f
+            parsed += 1
+        else:
+            assert not s.error.startswith("formula mismatch"), s.error  # the decoding cannot write other species
+    assert parsed > 0
+
+
 def test_kv_cache_sampling_equals_full_recomputation(tiny_lm):
     from matfuse.generate.lm import sample_ids
 

@@ -810,6 +810,8 @@ class GenerationConfig(_Strict):
         description="Real structures with DFT e_above_hull run through the identical pipeline (None = no row).")
     n_calibration: int = Field(100, ge=1, description="Seeded subset of the calibration file.")
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    reference_shards: int = Field(
+        2, ge=1, description="Parallel jobs computing the CHGNet reference energies all evaluations share.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(1, ge=1, description="torch.set_num_threads of the training/sampling jobs.")
 

@@ -292,6 +292,26 @@ class Plan:
             out["sampling"] = {"batch_size": out["sampling"]["batch_size"]}
         return out
 
+    #: Methods whose samples exist only after the LM (and RFM): their CHGNet reference energies are
+    #: computed in parallel shards before they are evaluated. The other rows (test, pyxtal,
+    #: calibration) are evaluated while the LM trains and fill the same cache themselves.
+    GEN_LATE = ("lm", "flowllm", "rfm_simple")
+
+    def generation_reference_inputs(self, wildcards: Any = None) -> dict[str, str]:
+        """The LM-derived samples files whose chemical systems need CHGNet reference energies (+ training table)."""
+        g = self.cfg.generation
+        out = {f"samples_{m}": f"results/generation/samples/{m}.parquet" for m in g.methods if m in self.GEN_LATE}
+        out["train"] = "results/generation/data/train.parquet"
+        return out
+
+    def generation_reference_files(self, wildcards: Any = None) -> list[str]:
+        """The reference shards an evaluation waits for (none for the rows that exist before the LM)."""
+        if wildcards is not None and getattr(wildcards, "method", None) not in self.GEN_LATE:
+            return []
+        if not set(self.cfg.generation.methods) & set(self.GEN_LATE):
+            return []
+        return [f"results/generation/references/shard{k}.json" for k in range(self.cfg.generation.reference_shards)]
+
     def generation_eval_files(self, wildcards: Any = None) -> dict[str, str]:
         """Inputs of the table: each method's summary and per-sample table, the stage summaries, calibration."""
         g = self.cfg.generation

@@ -184,11 +184,36 @@ if GEN is not None:
         script:
             "../scripts/gen_test_samples.py"
 
+    # CHGNet energies of the training phases the LM-derived rows' samples need (one cache shared by
+    # all evaluations, filled in `reference_shards` parallel jobs before those rows are evaluated;
+    # test, pyxtal and calibration are evaluated while the LM trains and fill it themselves).
+    rule gen_references:
+        input:
+            unpack(W.generation_reference_inputs),
+        output:
+            cost="results/generation/references/shard{shard}.json",
+        log:
+            "logs/generation/references_{shard}.log",
+        benchmark:
+            "benchmarks/generation/references_{shard}.tsv"
+        params:
+            cfg=W.generation_params("evaluate"),
+            n_shards=GEN.reference_shards,
+        threads: W.res("gen_evaluate").threads
+        resources:
+            mem_mb=W.res("gen_evaluate").mem_mb,
+            runtime=W.res("gen_evaluate").runtime_min,
+        conda:
+            "../../envs/matfuse.yaml"
+        script:
+            "../scripts/gen_references.py"
+
     rule gen_evaluate:
         input:
             samples="results/generation/samples/{method}.parquet",
             train="results/generation/data/train.parquet",
             test="results/generation/data/test.parquet",
+            references=W.generation_reference_files,
         output:
             samples="results/generation/eval/{method}/samples.parquet",
             summary="results/generation/eval/{method}/summary.json",
@@ -211,12 +236,28 @@ if GEN is not None:
 
     if GEN.calibration is not None:
 
-        rule gen_calibration:
+        rule gen_calibration_subset:
             input:
                 table=GEN.calibration,
-                train="results/generation/data/train.parquet",
             output:
                 subset="results/generation/data/calibration.parquet",
+            log:
+                "logs/generation/calibration_subset.log",
+            params:
+                cfg=W.generation_params("calibration"),
+            resources:
+                mem_mb=W.res("gen_data").mem_mb,
+                runtime=W.res("gen_data").runtime_min,
+            conda:
+                "../../envs/matfuse.yaml"
+            script:
+                "../scripts/gen_calibration_subset.py"
+
+        rule gen_calibration:
+            input:
+                subset="results/generation/data/calibration.parquet",
+                train="results/generation/data/train.parquet",
+            output:
                 samples="results/generation/eval/calibration/samples.parquet",
                 summary="results/generation/eval/calibration/summary.json",
             log:
@@ -224,8 +265,7 @@ if GEN is not None:
             benchmark:
                 "benchmarks/generation/calibration.tsv"
             params:
-                cfg=W.generation_params("calibration"),
-                evaluation=W.generation_params("evaluate"),
+                cfg=W.generation_params("evaluate"),
             threads: W.res("gen_evaluate").threads
             resources:
                 mem_mb=W.res("gen_evaluate").mem_mb,
