@@ -141,9 +141,14 @@ def test_pyxtal_structures_have_the_requested_composition(mp):
 
 
 # --------------------------------------------------------------------------- CHGNet stability
-def test_chgnet_checkpoint_hash_is_logged():
+def test_chgnet_checkpoint_hash_and_isolated_atoms(mp):
     info = st.chgnet_info()
     assert info["model"] == "0.3.0" and len(info["checkpoint_sha256"]) == 64
+    real = st.relax_one(_structure(mp, "mp-127"), st.RelaxSettings(steps=0))  # bcc Na, static energy
+    assert not real["isolated_atoms"] and math.isfinite(real["energy_per_atom"]) and real["n_steps"] == 0
+    lone = st.relax_one(Structure(Lattice.cubic(7.0), ["Na"], [[0, 0, 0]]), st.RelaxSettings(steps=0))
+    assert lone["isolated_atoms"]  # no neighbour within CHGNet's 6 Å cut-off: flagged, not hidden
+    assert st.relax_one(None, st.RelaxSettings())["relax_reason"] == "no structure"
 
 
 def test_reference_phase_is_on_its_own_chgnet_hull(mp, tmp_path):

@@ -368,7 +368,7 @@ def _train_table(train: pd.DataFrame | str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- per-sample scoring
 PER_SAMPLE_COLUMNS = [
     "sample_id", "method", "parsed", "reason", "formula", "reduced_formula", "nsites", "n_elements", "density",
-    "comp_valid", "struct_valid", "valid", "relaxed", "relax_steps", "relax_converged", "relax_time_s",
+    "comp_valid", "struct_valid", "valid", "relaxed", "relax_steps", "relax_converged", "isolated_atoms", "relax_time_s",
     "relax_reason", "chgnet_energy_per_atom", "e_hull_chgnet", "e_hull_chgnet_reason", "ef_model",
     "e_hull_model", "e_hull_model_reason", "novel", "relaxed_structure",
 ]
@@ -412,7 +412,7 @@ def score_samples(samples: pd.DataFrame, method: str, train: pd.DataFrame, cfg: 
             recs.append(st.relax_one(s, settings))
         else:
             recs.append({"energy_per_atom": math.nan, "relaxed": None, "n_steps": 0, "converged": False,
-                         "relax_time_s": 0.0, "relax_reason": "not parsed" if s is None else "not relaxed (invalid)"})
+                         "isolated_atoms": False, "relax_time_s": 0.0, "relax_reason": "not parsed" if s is None else "not relaxed (invalid)"})
     relaxed = [r["relaxed"] for r in recs]
     timings["relax_s"] = time.perf_counter() - t0
 
@@ -471,6 +471,7 @@ def score_samples(samples: pd.DataFrame, method: str, train: pd.DataFrame, cfg: 
         "relaxed": np.array([r is not None for r in relaxed]),
         "relax_steps": np.array([r["n_steps"] for r in recs], dtype=np.int32),
         "relax_converged": np.array([r["converged"] for r in recs], dtype=bool),
+        "isolated_atoms": np.array([r["isolated_atoms"] for r in recs], dtype=bool),
         "relax_time_s": np.array([r["relax_time_s"] for r in recs], dtype=float),
         "relax_reason": [r["relax_reason"] for r in recs],
         "chgnet_energy_per_atom": np.array([r["energy_per_atom"] for r in recs], dtype=float),
@@ -596,7 +597,7 @@ def evaluate_method(samples_path: str | Path, method: str, train_path: str | Pat
         "parse_failures": dict(failures),
         "rates": _rates(df, cfg), "coverage": cov, "wasserstein": wdist, "e_hull": ehull_stats,
         "relax": {"n": int(len(relaxed_times)), "mean_time_s": float(relaxed_times.mean()) if len(relaxed_times) else math.nan,
-                  "converged": int(df["relax_converged"].sum()), "failed": int(df["relax_reason"].str.startswith("CHGNet", na=False).sum())},
+                  "converged": int(df["relax_converged"].sum()), "isolated_atoms": int(df["isolated_atoms"].sum()), "failed": int(df["relax_reason"].str.startswith("CHGNet", na=False).sum())},
         "references": info["references"], "test_fingerprints": fpinfo,
         "timings": timings, "chgnet": st.chgnet_info(), "relax_settings": info["relax_settings"],
         "config": cfg.model_dump(),

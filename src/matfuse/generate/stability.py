@@ -44,6 +44,7 @@ from matfuse.io import write_parquet
 log = logging.getLogger(__name__)
 
 CHGNET_MODEL = "0.3.0"
+ISOLATED_CUTOFF = 6.0  # Å, CHGNet's atom-graph cut-off
 
 
 # --------------------------------------------------------------------------- CHGNet
@@ -79,7 +80,8 @@ def _optimizer():
     from chgnet.model import StructOptimizer
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the device
-        return StructOptimizer(model=load_chgnet(), optimizer_class="FIRE", use_device="cpu")
+        # isolated atoms are recorded per structure (relax_one), not warned at every step
+        return StructOptimizer(model=load_chgnet(), optimizer_class="FIRE", use_device="cpu", on_isolated_atoms="ignore")
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,13 @@ def relax_one(structure: Any, settings: RelaxSettings) -> dict[str, Any]:
 
     torch.set_num_threads(settings.threads)
     out: dict[str, Any] = {"energy_per_atom": math.nan, "relaxed": None, "n_steps": 0, "converged": False,
-                           "relax_time_s": 0.0, "relax_reason": None}
+                           "isolated_atoms": False, "relax_time_s": 0.0, "relax_reason": None}
     if structure is None:
         out["relax_reason"] = "no structure"
         return out
     t0 = time.perf_counter()
     try:
+        out["isolated_atoms"] = bool(any(len(n) == 0 for n in structure.get_all_neighbors(ISOLATED_CUTOFF)))
         opt = _optimizer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
