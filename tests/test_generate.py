@@ -335,3 +335,45 @@ def test_lm_checkpoint_loads_with_weights_only(tmp_path, tiny_lm):
     ids = torch.tensor([CrystalTokenizer().encode(crystal_to_text(small[0]))])
     with torch.no_grad():
         torch.testing.assert_close(again(ids), model(ids))
+
+
+# --------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("name", ["config/generate.yaml", "config/generate_tiny.yaml"])
+def test_generation_configs_validate(name):
+    import json
+
+    import jsonschema
+    import yaml
+
+    from conftest import REPO
+    from matfuse.config import load_config
+
+    raw = yaml.safe_load((REPO / name).read_text())
+    cfg = load_config(raw)
+    jsonschema.validate(raw, json.loads((REPO / "workflow/schemas/config.schema.json").read_text()))
+    assert cfg.generation is not None and cfg.generation.dataset in cfg.datasets
+    assert set(cfg.generation.methods) == {"lm", "flowllm", "rfm_simple", "pyxtal", "test"}
+
+
+def test_generate_yaml_uses_the_study_split():
+    import yaml
+
+    from conftest import REPO
+
+    study = yaml.safe_load((REPO / "config/study.yaml").read_text())
+    gen = yaml.safe_load((REPO / "config/generate.yaml").read_text())
+    assert gen["datasets"] == study["datasets"] and gen["split"] == study["split"]
+
+
+def test_generation_config_refuses_unknown_keys_and_datasets():
+    from pydantic import ValidationError
+
+    from matfuse.config import GenerationConfig, load_config
+
+    with pytest.raises(ValidationError, match="extra"):
+        GenerationConfig(dataset="mp", lm={"n_embd": 64, "n_head": 2, "nope": 1})
+    with pytest.raises(ValidationError, match="multiple of n_head"):
+        GenerationConfig(dataset="mp", lm={"n_embd": 66, "n_head": 4})
+    with pytest.raises(ValidationError, match="generation.dataset"):
+        load_config({"datasets": {"mp": {"source": {"kind": "table", "path": "x.csv"}}},
+                     "training": {"models": [], "targets": []}, "generation": {"dataset": "other"}})
