@@ -161,6 +161,7 @@ def test_reference_phase_is_on_its_own_chgnet_hull(mp, tmp_path):
     cache = st.ReferenceCache(tmp_path, settings)
     hull, cost = st.chgnet_reference_hull(train, [Composition("CaO")], cache)
     assert cost["n_computed"] == len(refs) and cost["fitted_mu"] == {}
+    assert hull.coverage(Composition("CaO")) == (int(sum(refs["system"] == "Ca-O")), False)
     # the most stable CaO relaxed again by the same pipeline: on the hull
     energies = cache.read().set_index("material_id")["energy_per_atom"]
     cao = [m for m, f in zip(refs["material_id"], refs["formula"]) if Composition(f).reduced_formula == "CaO"]
@@ -210,6 +211,7 @@ def test_element_without_any_local_phase_gets_a_chemical_potential_from_elsewher
     # the only K-Br compound: its E_hull is its formation energy on this scale, close to DFT's
     assert why is None
     assert e == pytest.approx(float(kbr["formation_energy_per_atom"].iloc[0]), abs=0.25)
+    assert hull.coverage(Composition("KBr")) == (0, True)  # elements-only hull, fitted Br: flagged
 
 
 # --------------------------------------------------------------------------- end to end
@@ -246,6 +248,8 @@ def test_evaluate_method_and_calibration_on_real_structures(mp, tmp_path):
     assert df.loc[df["sample_id"] == "broken", "reason"].iloc[0] == "parse: no lattice line"
     assert df["novel"].tolist()[:2] == [False, False]  # training structures are not novel
     assert df["e_hull_chgnet"].iloc[:4].notna().all() and df["e_hull_model"].iloc[:4].notna().all()
+    assert (df["hull_compounds"].iloc[2:4] >= 1).all()  # the held-out compounds' systems have compound references
+    assert summary["hull_coverage"]["no_compound_reference"] == 0
     # training structures relaxed by the same pipeline sit on (or within numerical noise of) the hull
     assert (df["e_hull_chgnet"].iloc[:2] > -0.02).all()
     assert 0 <= summary["coverage"]["cov_recall"] <= 1 and summary["coverage"]["n_reference"] > 0
@@ -253,7 +257,7 @@ def test_evaluate_method_and_calibration_on_real_structures(mp, tmp_path):
     cal.to_csv(tmp_path / "cal.csv", index=False)
     c = ev.calibrate(tmp_path / "cal.csv", tmp_path / "train.parquet", cfg, tmp_path / "cal")
     assert c["n_drawn"] == 4 and c["n_in_references"] == 0
-    assert c["all"]["e_hull_chgnet"]["n"] >= 3
+    assert c["all"]["e_hull_chgnet"]["n"] >= 3 and "median_diff" in c["all"]["e_hull_chgnet"]
     table = ev.summary_table([summary], calibration=c, out_path=tmp_path / "table.md")
     assert "FlowLLM (published" in table and "not comparable" in table.lower() and "calibration" in table
     ev.plot_ehull_histograms({"real": out / "samples.parquet", "cal": tmp_path / "cal" / "samples.parquet"},

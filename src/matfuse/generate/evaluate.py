@@ -25,7 +25,10 @@ github txie-93/cdvae ``scripts/eval_utils.py`` / ``compute_metrics.py``, MIT lic
 * **Stability** (:mod:`matfuse.generate.stability`): CHGNet relaxation, E_hull against the CHGNet
   energies of the training split's reference phases (``e_hull_chgnet``), and the shipped CGCNN's
   Ef against the training collection's DFT hull (``e_hull_model``). Stable at E_hull <= 0 and <= 0.1
-  eV/atom (``stability_thresholds``).
+  eV/atom (``stability_thresholds``). The reference set is small (<= 20-site training entries of a
+  2018 MP snapshot), so a system without any compound reference has a hull of the elements only and
+  E_hull there is a formation energy: ``hull_compounds`` (compound references in the system) and
+  ``hull_fitted_mu`` flag such samples and the summary counts the stable ones among them.
 * **S.U.N.** (per threshold): stable, >= 2 elements, unique among the stable samples (the first of
   each group of matching relaxed structures), and novel (matches no training structure of the same
   reduced formula), with pymatgen ``StructureMatcher`` at its defaults ltol 0.2, stol 0.3,
@@ -369,7 +372,7 @@ def _train_table(train: pd.DataFrame | str | Path) -> pd.DataFrame:
 PER_SAMPLE_COLUMNS = [
     "sample_id", "method", "parsed", "reason", "formula", "reduced_formula", "nsites", "n_elements", "density",
     "comp_valid", "struct_valid", "valid", "relaxed", "relax_steps", "relax_converged", "isolated_atoms", "relax_time_s",
-    "relax_reason", "chgnet_energy_per_atom", "e_hull_chgnet", "e_hull_chgnet_reason", "ef_model",
+    "relax_reason", "chgnet_energy_per_atom", "e_hull_chgnet", "e_hull_chgnet_reason", "hull_compounds", "hull_fitted_mu", "ef_model",
     "e_hull_model", "e_hull_model_reason", "novel", "relaxed_structure",
 ]
 
@@ -421,15 +424,20 @@ def score_samples(samples: pd.DataFrame, method: str, train: pd.DataFrame, cfg: 
     cache = st.ReferenceCache(cfg.cache_dir, settings)
     rcomps = [r.composition if r is not None else None for r in relaxed]
     hull, ref_cost = st.chgnet_reference_hull(train, [c for c in rcomps if c is not None], cache)
-    eh_chg, eh_chg_reason = [], []
+    eh_chg, eh_chg_reason, hull_compounds, fitted_mu = [], [], [], []
     for c, r in zip(rcomps, recs):
         if c is None:
             eh_chg.append(math.nan)
             eh_chg_reason.append(r["relax_reason"] or "no relaxed structure")
+            hull_compounds.append(None)
+            fitted_mu.append(False)
         else:
             e, why = hull.e_above_hull(c, r["energy_per_atom"])
             eh_chg.append(e)
             eh_chg_reason.append(why)
+            nc, fm = hull.coverage(c)
+            hull_compounds.append(nc)
+            fitted_mu.append(fm)
     timings["reference_hull_s"] = time.perf_counter() - t0
 
     # own formation-energy model vs the training collection's DFT hull
@@ -476,6 +484,7 @@ def score_samples(samples: pd.DataFrame, method: str, train: pd.DataFrame, cfg: 
         "relax_reason": [r["relax_reason"] for r in recs],
         "chgnet_energy_per_atom": np.array([r["energy_per_atom"] for r in recs], dtype=float),
         "e_hull_chgnet": np.array(eh_chg, dtype=float), "e_hull_chgnet_reason": eh_chg_reason,
+        "hull_compounds": pd.array(hull_compounds, dtype="Int64"), "hull_fitted_mu": np.array(fitted_mu, dtype=bool),
         "ef_model": ef, "e_hull_model": np.array(eh_mod, dtype=float), "e_hull_model_reason": eh_mod_reason,
         "novel": novel,
         "relaxed_structure": [dump_structure(r) if r is not None else None for r in relaxed],
@@ -591,6 +600,7 @@ def evaluate_method(samples_path: str | Path, method: str, train_path: str | Pat
                             "q10": float(e.quantile(0.1)) if len(e) else math.nan,
                             "q90": float(e.quantile(0.9)) if len(e) else math.nan}
     relaxed_times = df.loc[df["relax_steps"] > 0, "relax_time_s"]
+    hull_cov = _hull_coverage(df, cfg)
     timings["total_s"] = time.perf_counter() - t_start
     summary = {
         "method": method, "n_drawn": int(len(df)), "n_parsed": int(df["parsed"].sum()),
@@ -598,7 +608,7 @@ def evaluate_method(samples_path: str | Path, method: str, train_path: str | Pat
         "rates": _rates(df, cfg), "coverage": cov, "wasserstein": wdist, "e_hull": ehull_stats,
         "relax": {"n": int(len(relaxed_times)), "mean_time_s": float(relaxed_times.mean()) if len(relaxed_times) else math.nan,
                   "converged": int(df["relax_converged"].sum()), "isolated_atoms": int(df["isolated_atoms"].sum()), "failed": int(df["relax_reason"].str.startswith("CHGNet", na=False).sum())},
-        "references": info["references"], "test_fingerprints": fpinfo,
+        "hull_coverage": hull_cov, "references": info["references"], "test_fingerprints": fpinfo,
         "timings": timings, "chgnet": st.chgnet_info(), "relax_settings": info["relax_settings"],
         "config": cfg.model_dump(),
         "n_train": int(len(train)), "n_test": int(len(test)),
@@ -610,6 +620,19 @@ def evaluate_method(samples_path: str | Path, method: str, train_path: str | Pat
              summary["rates"]["valid"]["rate"], summary["rates"]["stable_chgnet_0"]["rate"],
              summary["rates"]["sun_chgnet_0"]["rate"], timings["total_s"])
     return summary
+
+
+def _hull_coverage(df: pd.DataFrame, cfg: EvalConfig) -> dict[str, int]:
+    """How many compound samples have a hull of elements only (no compound reference in their system) or a
+    fitted chemical potential, and how many of the stable ones (CHGNet, each threshold) are such."""
+    no_comp = ((df["hull_compounds"].fillna(-1) == 0) & (df["n_elements"].fillna(0) >= 2)).to_numpy()
+    fit = df["hull_fitted_mu"].to_numpy(dtype=bool)
+    out = {"no_compound_reference": int(no_comp.sum()), "fitted_chemical_potential": int(fit.sum())}
+    for t in cfg.stability_thresholds:
+        stable = df[f"stable_chgnet_{_thr_tag(t)}"].to_numpy(dtype=bool)
+        out[f"stable_chgnet_{_thr_tag(t)}_no_compound_reference"] = int((stable & no_comp).sum())
+        out[f"stable_chgnet_{_thr_tag(t)}_fitted_chemical_potential"] = int((stable & fit).sum())
+    return out
 
 
 def _finite(obj: Any) -> Any:
@@ -645,14 +668,19 @@ def calibrate(reference_path: str | Path, train_path: str | Path, cfg: EvalConfi
     df["e_above_hull_dft"] = dft
     df["in_references"] = df["sample_id"].isin(set(train["material_id"]))
     out: dict[str, Any] = {"method": method, "n_drawn": int(len(df)), "n_in_references": int(df["in_references"].sum())}
-    for subset, mask in (("all", np.ones(len(df), bool)), ("not_in_references", ~df["in_references"].to_numpy())):
+    covered = ((df["hull_compounds"].fillna(0) > 0) | (df["n_elements"].fillna(0) == 1)).to_numpy()
+    subsets = (("all", np.ones(len(df), bool)), ("not_in_references", ~df["in_references"].to_numpy()),
+               ("not_in_references_with_compound_reference", ~df["in_references"].to_numpy() & covered))
+    for subset, mask in subsets:
         block: dict[str, Any] = {}
         for col in ("e_hull_chgnet", "e_hull_model"):
             ours = df[col].to_numpy(dtype=float)
             ok = mask & np.isfinite(ours) & np.isfinite(dft)
             b: dict[str, Any] = {"n": int(ok.sum())}
             if ok.sum() >= 3:
-                b.update(mae=float(np.abs(ours[ok] - dft[ok]).mean()), mean_diff=float((ours[ok] - dft[ok]).mean()),
+                diff = ours[ok] - dft[ok]
+                b.update(mae=float(np.abs(diff).mean()), mean_diff=float(diff.mean()),
+                         median_diff=float(np.median(diff)), median_abs_diff=float(np.median(np.abs(diff))),
                          pearson=float(pearsonr(ours[ok], dft[ok])[0]), spearman=float(spearmanr(ours[ok], dft[ok])[0]))
             for t in cfg.stability_thresholds:
                 so, sd = ours[ok] <= t, dft[ok] <= t
@@ -663,7 +691,7 @@ def calibrate(reference_path: str | Path, train_path: str | Path, cfg: EvalConfi
                                          "dft_only": int((~so & sd).sum())}
             block[col] = b
         out[subset] = block
-    out.update(rates=_rates(df, cfg), references=info["references"], chgnet=st_info(),
+    out.update(rates=_rates(df, cfg), hull_coverage=_hull_coverage(df, cfg), references=info["references"], chgnet=st_info(),
                relax_settings=info["relax_settings"], seconds=time.perf_counter() - t0, config=cfg.model_dump())
     write_parquet(df, Path(out_dir) / "samples.parquet")
     write_json(_finite(out), Path(out_dir) / "summary.json")
@@ -759,15 +787,17 @@ def summary_table(summaries: Sequence[dict[str, Any] | str | Path], out_path: st
              f"{pub['stable_rate'][1]} (from ../shared/papers/published.md). {NOT_COMPARABLE}\n")
     if cal is not None:
         text += "\nCalibration (our E_hull vs DFT e_above_hull on real MP-20 test structures):\n\n"
-        text += "| subset | column | n | MAE | Pearson | Spearman | stable ≤0: ours / DFT / agreement | stable ≤0.1: ours / DFT / agreement |\n"
-        text += "|---|---|---|---|---|---|---|---|\n"
-        for subset in ("all", "not_in_references"):
+        text += ("| subset | column | n | MAE | median diff | Pearson | Spearman | stable ≤0: ours / DFT / agreement "
+                 "| stable ≤0.1: ours / DFT / agreement |\n")
+        text += "|---|---|---|---|---|---|---|---|---|\n"
+        for subset in ("all", "not_in_references", "not_in_references_with_compound_reference"):
             for col, b in cal.get(subset, {}).items():
                 cells = []
                 for t in ("0", "0.1"):
                     x = b.get(f"threshold_{t}", {})
                     cells.append(" / ".join(_num(x.get(k), "{:.2f}") for k in ("stable_rate_ours", "stable_rate_dft", "agreement")))
-                text += (f"| {subset} | {col} | {b.get('n')} | {_num(b.get('mae'))} | {_num(b.get('pearson'), '{:.2f}')} | "
+                text += (f"| {subset} | {col} | {b.get('n')} | {_num(b.get('mae'))} | {_num(b.get('median_diff'))} | "
+                         f"{_num(b.get('pearson'), '{:.2f}')} | "
                          f"{_num(b.get('spearman'), '{:.2f}')} | {cells[0]} | {cells[1]} |\n")
     if out_path is not None:
         write_text(text, out_path)

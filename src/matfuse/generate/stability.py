@@ -293,6 +293,14 @@ class LocalHull:
                 self._diagrams[system] = PhaseDiagram(entries)
         return self._diagrams[system]
 
+    def coverage(self, comp: Any) -> tuple[int, bool]:
+        """(number of compound references, >= 2 elements, in the sub-systems of ``comp``'s system;
+        whether one of its elements has a fitted chemical potential). With no compound reference
+        the hull is the elements alone and E_hull is a formation energy: 'stable' says little."""
+        system = chemical_system(comp)
+        n = sum(len(self.by_system.get(sub, ())) for sub in _subsystems(system) if len(sub) > 1)
+        return n, any(el in self.mu for el in system)
+
     def e_above_hull(self, comp: Any, energy_per_atom: float) -> tuple[float, str | None]:
         """(E - E_hull at comp) in eV/atom, negative below the hull; (NaN, reason) when impossible."""
         from pymatgen.analysis.phase_diagram import PDEntry
