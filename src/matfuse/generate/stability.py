@@ -439,3 +439,47 @@ def predict_formation_energy(structures: Sequence[Any], ids: Sequence[str], mode
     mean = pd.concat(preds, axis=1).mean(axis=1)
     out.loc[mean.index.astype(str)] = mean.to_numpy()
     return out
+
+
+# --------------------------------------------------------------------------- unit costs
+def bench(table: str | Path, n: int = 10, seed: int = 0, max_sites: int = 20) -> pd.DataFrame:
+    """CHGNet relaxation time (one thread) of ``n`` random <= ``max_sites``-site structures of a
+    table with a ``cif`` column (e.g. the MT-CGCNN MP table), and of pyxtal random structures of
+    the same compositions (generated-like). Returns one row per relaxation."""
+    from pymatgen.core import Structure
+
+    from matfuse.generate.baselines import pyxtal_samples
+    from matfuse.structures import load_structure
+
+    df = pd.read_csv(table) if str(table).endswith((".csv", ".csv.gz")) else pd.read_parquet(table)
+    df = df[df["nsites"] <= max_sites].sample(n=n, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        real = [Structure.from_str(c, fmt="cif") for c in df["cif"]]
+    fake = pyxtal_samples([s.composition for s in real], seed=seed)
+    settings = RelaxSettings()
+    load_chgnet()
+    rows = []
+    for kind, structs, ids in (("mp", real, df["material_id"].tolist()),
+                               ("pyxtal", [load_structure(x) if x else None for x in fake["structure"]], fake["sample_id"].tolist())):
+        for mid, s in zip(ids, structs):
+            if s is None:
+                continue
+            r = relax_one(s, settings)
+            rows.append({"kind": kind, "id": mid, "nsites": len(s), "seconds": r["relax_time_s"], "steps": r["n_steps"],
+                         "converged": r["converged"], "reason": r["relax_reason"]})
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="CHGNet relaxation unit costs (one thread)")
+    p.add_argument("table", help="CSV/Parquet with material_id, nsites, cif (e.g. ../shared/data/mp_mtcgcnn/mp_mtcgcnn_33064.csv.gz)")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    out = bench(a.table, a.n, a.seed)
+    print(out.to_string(index=False))
+    print(out.groupby("kind")["seconds"].describe().to_string())
+    print(chgnet_info())
