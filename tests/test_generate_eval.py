@@ -149,6 +149,8 @@ def test_chgnet_checkpoint_hash_and_isolated_atoms(mp):
     lone = st.relax_one(Structure(Lattice.cubic(7.0), ["Na"], [[0, 0, 0]]), st.RelaxSettings(steps=0))
     assert lone["isolated_atoms"]  # no neighbour within CHGNet's 6 Å cut-off: flagged, not hidden
     assert st.relax_one(None, st.RelaxSettings())["relax_reason"] == "no structure"
+    dense = st.relax_one(Structure(Lattice.cubic(1.0), ["Na"] * 4, np.random.default_rng(0).random((4, 3))), st.RelaxSettings())
+    assert "not relaxed" in dense["relax_reason"] and math.isnan(dense["energy_per_atom"])  # refused, not crashed
 
 
 def test_reference_phase_is_on_its_own_chgnet_hull(mp, tmp_path):

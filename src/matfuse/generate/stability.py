@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 CHGNET_MODEL = "0.3.0"
 ISOLATED_CUTOFF = 6.0  # Å, CHGNet's atom-graph cut-off
+#: Å^3 per atom below which a structure is not given to CHGNet: its 6 Å neighbour graph would hold
+#: ~900 / (V/atom) edges per atom (memory blows up); real crystals have > 5 Å^3 per atom.
+MIN_VOLUME_PER_ATOM = 1.0
 
 
 # --------------------------------------------------------------------------- CHGNet
@@ -109,6 +112,10 @@ def relax_one(structure: Any, settings: RelaxSettings) -> dict[str, Any]:
                            "isolated_atoms": False, "relax_time_s": 0.0, "relax_reason": None}
     if structure is None:
         out["relax_reason"] = "no structure"
+        return out
+    vpa = structure.volume / max(len(structure), 1)
+    if not math.isfinite(vpa) or vpa < MIN_VOLUME_PER_ATOM:
+        out["relax_reason"] = f"not relaxed: {vpa:.3g} Å^3 per atom (< {MIN_VOLUME_PER_ATOM} Å^3: CHGNet's graph would explode)"
         return out
     t0 = time.perf_counter()
     try:
