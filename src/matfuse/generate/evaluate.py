@@ -659,6 +659,8 @@ def calibrate(reference_path: str | Path, train_path: str | Path, cfg: EvalConfi
     """
     from scipy.stats import pearsonr, spearmanr
 
+    from matfuse.generate.stability import chgnet_info
+
     t0 = time.perf_counter()
     raw = pd.read_parquet(reference_path) if str(reference_path).endswith(".parquet") else pd.read_csv(reference_path)
     samples = read_structures_table(raw, "material_id")
@@ -691,17 +693,11 @@ def calibrate(reference_path: str | Path, train_path: str | Path, cfg: EvalConfi
                                          "dft_only": int((~so & sd).sum())}
             block[col] = b
         out[subset] = block
-    out.update(rates=_rates(df, cfg), hull_coverage=_hull_coverage(df, cfg), references=info["references"], chgnet=st_info(),
+    out.update(rates=_rates(df, cfg), hull_coverage=_hull_coverage(df, cfg), references=info["references"], chgnet=chgnet_info(),
                relax_settings=info["relax_settings"], seconds=time.perf_counter() - t0, config=cfg.model_dump())
     write_parquet(df, Path(out_dir) / "samples.parquet")
     write_json(_finite(out), Path(out_dir) / "summary.json")
     return out
-
-
-def st_info() -> dict[str, str]:
-    from matfuse.generate.stability import chgnet_info
-
-    return chgnet_info()
 
 
 # --------------------------------------------------------------------------- pictures and tables
