@@ -270,8 +270,8 @@ def sample_ids(
     of equal length share a batch (no padding inside a prompt).
 
     ``species`` (one element -> count dict per prompt, or None): constrained decoding — an element
-    token is allowed only while that element has atoms left, <eos> only when none are left, and
-    no new site line is started after the last atom (so a parsed sample has exactly these species).
+    token is allowed only while that element has atoms left, <eos> only when none are left, and a
+    newline after the last atom's line ends the crystal (so a parsed sample has exactly these species).
     """
     tok = CrystalTokenizer()
     element_ids = torch.tensor([tok.index[e] for e in ELEMENTS], dtype=torch.long)
@@ -310,8 +310,6 @@ def sample_ids(
                         ban[ok] = False
                         if ok:
                             ban[tok.eos_id] = True
-                        elif newlines[row] >= 2:
-                            ban[newline_id] = True
                         logits[row, ban] = -float("inf")
                 nxt = _top_p_sample(logits, temperature, top_p, gen)
                 if left is not None:
@@ -321,6 +319,8 @@ def sample_ids(
                             if t in rem:
                                 rem[t] -= 1
                             elif t == newline_id:
+                                if newlines[row] >= 2 and not any(n > 0 for n in rem.values()):
+                                    nxt[row] = tok.eos_id  # the line of the last atom ends the crystal
                                 newlines[row] += 1
                 nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
                 seqs = torch.cat([seqs, nxt[:, None]], dim=1)
@@ -353,6 +353,11 @@ def decode_samples(ids: Sequence[Sequence[int]], fmt: TextFormat, conditioned: b
     out = []
     for seq in ids:
         text, formula, ended = tok.decode(seq)
+        seq = list(seq)
+        n = next((k + 1 for k, i in enumerate(seq) if i in (tok.eos_id, tok.pad_id)), len(seq))
+        if n and seq[n - 1] == tok.pad_id:
+            n -= 1
+        seq = seq[:n]  # the sample's own tokens (a batch pads rows that ended early)
         res = parse_crystal(text, fmt, formula=formula if conditioned else None, ended=ended)
         if isinstance(res, ParseFailure):
             out.append(Sample(text, None, str(res), formula, len(seq)))
