@@ -21,6 +21,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/density.smk"
+include: "workflow/rules/generate.smk"
 
 
 # What this config configures: metrics, and the tables of its branches (matfuse.workflow.Plan.final_targets).

@@ -47,6 +47,8 @@ def test_every_spec_builds_and_round_trips_its_config(name):
         "cromel_composition": {"encoder": {"element_dim": 8, "hidden_dim": 8, "latent_dim": 4}},
         "cromel_encoder": {"element_dim": 8, "hidden_dim": 8, "latent_dim": 4},
         "cromel_structure": {"encoder": {"hidden_dim": 8, "n_conv": 1, "latent_dim": 4}},
+        "flowllm_lm": {"n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 64},
+        "flowllm_rfm": {"hidden": 8, "n_layers": 1},
     }[name]
     model = build_model(name, **small)
     cfg = model.to_config()
@@ -54,6 +56,13 @@ def test_every_spec_builds_and_round_trips_its_config(name):
     again = model_from_config(cfg, for_loading=True)
     again.load_state_dict(model.state_dict())
     assert type(again) is type(model)
+
+
+def test_generative_models_are_not_property_models():
+    gen = set(registry.names("generative"))
+    assert gen == {"flowllm_lm", "flowllm_rfm"}
+    assert not gen & set(typing.get_args(ModelName)) and not gen & TEXT_MODELS and not gen & GRAPH_MODELS
+    assert not any(f"`{n}`" in registry.markdown_table() for n in gen)
 
 
 def test_unknown_model_names_say_which_exist():

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from matfuse import registry
 from matfuse.density.config import DensityConfig, match_file
+from matfuse.generate.evaluate import EvalConfig
 
 #: Name pattern shared by datasets, encoders and other path components (wildcard-safe).
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.]*$"
@@ -653,6 +654,14 @@ class ResourcesConfig(_Strict):
     density_select: RuleResources = _res(mem_mb=2000, runtime_min=10)
     density_images: RuleResources = _res(mem_mb=6000, runtime_min=240)
     density_table6: RuleResources = _res(mem_mb=1000, runtime_min=5)
+    gen_data: RuleResources = _res(mem_mb=4000, runtime_min=10)
+    gen_train_lm: RuleResources = _res(mem_mb=4000, runtime_min=120)
+    gen_sample: RuleResources = _res(mem_mb=4000, runtime_min=60)
+    gen_train_rfm: RuleResources = _res(mem_mb=4000, runtime_min=120)
+    gen_integrate: RuleResources = _res(mem_mb=4000, runtime_min=30)
+    gen_baseline: RuleResources = _res(mem_mb=2000, runtime_min=30)
+    gen_evaluate: RuleResources = _res(mem_mb=6000, runtime_min=240)
+    gen_table: RuleResources = _res(mem_mb=2000, runtime_min=10)
 
     def of(self, rule: str) -> RuleResources:
         """The resources of ``rule``."""
@@ -742,6 +751,103 @@ class CromelConfig(_Strict):
 
 
 
+# --------------------------------------------------------------------------- generation (FlowLLM)
+GenerationMethod = Literal["lm", "flowllm", "rfm_simple", "pyxtal", "test"]
+
+
+class GenerationLMConfig(_Strict):
+    """The crystal-text language model (GPT-2 from scratch; :mod:`matfuse.generate.lm`)."""
+
+    n_embd: int = Field(128, ge=8)
+    n_layer: int = Field(4, ge=1)
+    n_head: int = Field(4, ge=1)
+    n_positions: int = Field(512, ge=64, description="Longest token sequence (prompt + crystal); longer ones are cut.")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.05, ge=0, lt=1, description="Share of the steps of linear warm-up (then cosine decay).")
+    patience: int = Field(100, ge=1, description="Early stopping on the validation loss (epochs).")
+    cond_fraction: float = Field(0.5, ge=0, le=1, description="Share of training sequences with the formula prompt.")
+    augment: bool = Field(True, description="A fresh random translation of every training crystal each epoch.")
+    length_decimals: int = Field(1, ge=0, le=4)
+    angle_decimals: int = Field(0, ge=0, le=4)
+    coord_decimals: int = Field(2, ge=1, le=5)
+    n_train: int | None = Field(None, ge=2, description="Seeded subset of the training split (None = all).")
+    n_val: int | None = Field(500, ge=1, description="Seeded subset of the validation split for selection (None = all).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "GenerationLMConfig":
+        if self.n_embd % self.n_head:
+            raise ValueError(f"generation.lm.n_embd {self.n_embd} must be a multiple of n_head {self.n_head}")
+        return self
+
+
+class GenerationSamplingConfig(_Strict):
+    temperature: float = Field(0.7, ge=0, description="0 = greedy.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass.")
+    batch_size: int = Field(64, ge=1)
+
+
+class GenerationRFMConfig(_Strict):
+    """The flow (:mod:`matfuse.generate.rfm`): the same network and epochs for both bases."""
+
+    hidden: int = Field(128, ge=4)
+    n_layers: int = Field(4, ge=1)
+    n_freq: int = Field(8, ge=1, description="Fourier frequencies of the fractional differences.")
+    time_dim: int = Field(32, ge=2)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup: float = Field(0.05, ge=0, lt=1)
+    lattice_weight: float = Field(1.0, ge=0, description="Weight of the lattice-parameter term of the loss.")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    patience: int = Field(1000, ge=1)
+    steps: int = Field(50, ge=1, description="Euler steps from t = 0 to 1 when sampling.")
+    n_pair_targets: int | None = Field(
+        1000, ge=2, description="Training crystals whose formula prompts the LM for (base, data) pairs (seeded; None = all).")
+    samples_per_target: int = Field(1, ge=1, description="LM samples per target formula (the matched ones are kept).")
+    pair_sampling: Literal["filter", "constrained"] = Field(
+        "filter", description="filter: formula-prompted samples, kept when their species match (FlowLLM); "
+        "constrained: formula-prompted with constrained decoding (element tokens only while that element has "
+        "atoms left), for an LM too small to follow the prompt.")
+
+
+class GenerationConfig(_Strict):
+    """The FlowLLM branch (``results/generation/``): LM -> RFM -> samples -> metrics; see docs/generation.md."""
+
+    dataset: str = Field(description="Dataset (a key of `datasets`) whose split provides train / val / test.")
+    max_sites: int = Field(20, ge=1, description="Crystals with more sites are left out of every split table.")
+    methods: list[GenerationMethod] = Field(
+        default_factory=lambda: ["lm", "flowllm", "rfm_simple", "pyxtal", "test"],
+        description="Rows: lm (LM samples), flowllm (LM + RFM), rfm_simple (RFM from the simple base, the LM "
+        "samples' compositions), pyxtal (random symmetric, training compositions), test (the test split).")
+    n_samples: int = Field(200, ge=1, description="Samples drawn per method.")
+    seed: int = 0
+    lm: GenerationLMConfig = Field(default_factory=GenerationLMConfig)
+    sampling: GenerationSamplingConfig = Field(default_factory=GenerationSamplingConfig)
+    rfm: GenerationRFMConfig = Field(default_factory=GenerationRFMConfig)
+    pyxtal_max_groups: int = Field(20, ge=1, description="Space groups tried per composition (pyxtal row).")
+    calibration: str | None = Field(
+        "../shared/data/mp20_subset_opryan90/test.csv",
+        description="Real structures with DFT e_above_hull run through the identical pipeline (None = no row).")
+    n_calibration: int = Field(100, ge=1, description="Seeded subset of the calibration file.")
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    reference_shards: int = Field(
+        2, ge=1, description="Parallel jobs computing the CHGNet reference energies all evaluations share.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(1, ge=1, description="torch.set_num_threads of the training/sampling jobs.")
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or not value:
+            raise ValueError(f"generation.methods must be a non-empty list without repeats: {value}")
+        return value
+
+
 class Config(_Strict):
     datasets: dict[str, DatasetConfig]
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -757,6 +863,8 @@ class Config(_Strict):
     # section's nested defaults with None (AttributeError). Omit the section to switch it off.
     density: DensityConfig | None = Field(None, json_schema_extra=lambda schema: schema.pop("default", None) and None)
     cromel: CromelConfig | None = Field(None, description="CroMEL branch (composition encoder taught by a structure encoder).")
+    generation: GenerationConfig | None = Field(
+        None, description="FlowLLM branch: crystal generation and its S.U.N. metrics (results/generation/).")
 
     @field_validator("datasets", "embeddings")
     @classmethod
@@ -775,6 +883,8 @@ class Config(_Strict):
             for ds in group["datasets"] or []:
                 if ds not in self.datasets:
                     raise ValueError(f"training.datasets names {ds!r}, which is not a key of `datasets`")
+        if self.generation is not None and self.generation.dataset not in self.datasets:
+            raise ValueError(f"generation.dataset {self.generation.dataset!r} is not a key of `datasets`")
         if self.cromel is not None and self.cromel.dataset not in self.datasets:
             raise ValueError(f"cromel.dataset {self.cromel.dataset!r} is not a key of `datasets`")
         for ev, tr in self.evaluation.zero_shot.items():

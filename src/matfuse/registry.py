@@ -13,7 +13,11 @@ Families:
   embeddings; selectable in ``training.models``;
 * ``density`` — charge-density image models, trained by :mod:`matfuse.density.train`;
   selectable in ``density.models``;
-* ``cromel`` — the CroMEL encoders and regressors (:mod:`matfuse.cromel`), not selectable.
+* ``cromel`` — the CroMEL encoders and regressors (:mod:`matfuse.cromel`), not selectable;
+* ``generative`` — FlowLLM's crystal generators (:mod:`matfuse.generate`): the crystal-text
+  language model and the Riemannian flow-matching network; trained by the generation branch
+  (``generation:`` in the config), not selectable in ``training.models`` and not in the README's
+  property-model table.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-Family = Literal["crystal", "density", "cromel"]
-Input = Literal["graph", "text", "tokens", "image", "composition"]
+Family = Literal["crystal", "density", "cromel", "generative"]
+Input = Literal["graph", "text", "tokens", "image", "composition", "structure"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,12 @@ SPECS: dict[str, ModelSpec] = {
               "composition encoder aligned to a structure encoder (WGAN-GP critic)"),
         _spec("cromel_structure", "cromel", {"graph"}, "matfuse.models.cromel:StructureRegressor.from_kwargs",
               "CroMEL's source structure encoder + head"),
+        _spec("flowllm_lm", "generative", {"structure"}, "matfuse.generate.lm:CrystalLM",
+              "FlowLLM's base distribution: GPT-2 (transformers, from scratch) over crystal text, one token per "
+              "digit/sign/point/element; unconditional and formula-conditioned sampling"),
+        _spec("flowllm_rfm", "generative", {"structure"}, "matfuse.generate.rfm:CrystalFlow",
+              "FlowLLM's Riemannian flow matching on fractional coordinates (flat torus) × lattice parameters, "
+              "DiffCSP CSPNet-style periodic message passing (PyG)"),
     )
 }
 

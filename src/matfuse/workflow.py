@@ -252,6 +252,92 @@ class Plan:
         c = self.cfg.cromel
         return [] if c is None else [f"results/cromel/{c.dataset}/seed{s}/metrics.csv" for s in c.seeds]
 
+    # ------------------------------------------------------------------ generation branch (FlowLLM)
+    #: Samples of these methods come from integrating a flow (their RFM base).
+    GEN_FLOW_BASE = {"flowllm": "lm", "rfm_simple": "simple"}
+
+    def generation_targets(self) -> list[str]:
+        """What the generation branch ends in (none without a ``generation`` section)."""
+        if self.cfg.generation is None:
+            return []
+        return ["results/generation/metrics.csv", "results/generation/table.md"]
+
+    def generation_methods(self) -> list[str]:
+        return list(self.cfg.generation.methods) if self.cfg.generation is not None else []
+
+    def generation_inputs(self, wildcards: Any = None) -> dict[str, str]:
+        """The split of the generation dataset (entries and splits.json)."""
+        ds = self.cfg.generation.dataset
+        return {"entries": f"results/data/{ds}/entries.parquet", "splits": f"results/splits/{ds}/splits.json"}
+
+    def generation_params(self, stage: str) -> dict[str, Any]:
+        """What changes a generation stage's output (the sections it reads), for the rule's params."""
+        g = self.cfg.generation
+        keep = {
+            "data": {"dataset", "max_sites"},
+            "train_lm": {"max_sites", "seed", "lm", "device"},
+            "sample_lm": {"max_sites", "seed", "n_samples", "sampling", "device"},
+            "pairs": {"max_sites", "seed", "sampling", "rfm", "device"},
+            "train_rfm": {"seed", "rfm", "device"},
+            "integrate": {"seed", "rfm", "sampling", "device"},
+            "pyxtal": {"seed", "n_samples", "pyxtal_max_groups"},
+            "test": {"seed", "n_samples"},
+            "calibration": {"seed", "calibration", "n_calibration"},
+            "evaluate": {"evaluation"},
+        }[stage]
+        out = g.model_dump(include=keep | {"dataset"})
+        if stage == "pairs":  # only the pair settings of the RFM section change the pairs
+            out["rfm"] = {k: out["rfm"][k] for k in ("n_pair_targets", "samples_per_target", "pair_sampling")}
+        if stage == "train_rfm":
+            out["rfm"] = {k: v for k, v in out["rfm"].items() if k != "steps"}
+        if stage == "integrate":
+            out["rfm"] = {"steps": out["rfm"]["steps"]}
+            out["sampling"] = {"batch_size": out["sampling"]["batch_size"]}
+        return out
+
+    #: Methods whose samples exist only after the LM (and RFM): their CHGNet reference energies are
+    #: computed in parallel shards before they are evaluated. The other rows (test, pyxtal,
+    #: calibration) are evaluated while the LM trains and fill the same cache themselves.
+    GEN_LATE = ("lm", "flowllm", "rfm_simple")
+
+    def generation_reference_inputs(self, wildcards: Any = None) -> dict[str, str]:
+        """The LM-derived samples files whose chemical systems need CHGNet reference energies (+ training table)."""
+        g = self.cfg.generation
+        out = {f"samples_{m}": f"results/generation/samples/{m}.parquet" for m in g.methods if m in self.GEN_LATE}
+        out["train"] = "results/generation/data/train.parquet"
+        return out
+
+    def generation_reference_files(self, wildcards: Any = None) -> list[str]:
+        """The reference shards an evaluation waits for (none for the rows that exist before the LM)."""
+        if wildcards is not None and getattr(wildcards, "method", None) not in self.GEN_LATE:
+            return []
+        if not set(self.cfg.generation.methods) & set(self.GEN_LATE):
+            return []
+        return [f"results/generation/references/shard{k}.json" for k in range(self.cfg.generation.reference_shards)]
+
+    def generation_eval_files(self, wildcards: Any = None) -> dict[str, str]:
+        """Inputs of the table: each method's summary and per-sample table, the stage summaries, calibration."""
+        g = self.cfg.generation
+        out: dict[str, str] = {}
+        for m in g.methods:
+            out[f"summary_{m}"] = f"results/generation/eval/{m}/summary.json"
+            out[f"samples_{m}"] = f"results/generation/eval/{m}/samples.parquet"
+        methods = set(g.methods)
+        stages = {}
+        if methods & {"lm", "flowllm", "rfm_simple"}:
+            stages.update(stage_train_lm="results/generation/lm/summary.json",
+                          stage_sample_lm="results/generation/samples/lm_summary.json")
+        if methods & {"flowllm", "rfm_simple"}:
+            stages["stage_pairs"] = "results/generation/pairs/summary.json"
+        for m, base in self.GEN_FLOW_BASE.items():
+            if m in methods:
+                stages[f"stage_train_rfm_{base}"] = f"results/generation/rfm/{base}/summary.json"
+                stages[f"stage_integrate_{m}"] = f"results/generation/samples/{m}_summary.json"
+        out.update(stages)
+        if g.calibration is not None:
+            out["calibration"] = "results/generation/eval/calibration/summary.json"
+        return out
+
     def mp_key_vars(self) -> list[str]:
         """Environment variables holding MP API keys that jobs need (never written anywhere)."""
         names = {ds.source.api_key_env for ds in self.cfg.datasets.values() if ds.source.kind == "mp"}
@@ -364,7 +450,7 @@ class Plan:
             out.append("results/tables/massa_table6.md")
         if self.cfg.evaluation.report:
             out.append("results/study/results.md")
-        return out + self.ensemble_files() + self.matbench_summaries()
+        return out + self.ensemble_files() + self.matbench_summaries() + self.generation_targets()
 
     def report_parity_plots(self) -> list[str]:
         """The parity plots the study report shows (formation energy and band gap of report_parity models)."""
